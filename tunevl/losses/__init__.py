@@ -1,0 +1,12 @@
+"""Pure loss functions (stable names); objectives in ``tunevl.objectives`` build on them.
+
+Embeddings are L2-normalised by the caller and ``logit_scale`` is the multiplier (already
+exponentiated). Under ``torch.distributed`` the contrastive losses gather with gradient and match
+one process on the concatenated batch; see each docstring for what a rank's returned value means.
+"""
+
+from tunevl.losses.contrastive import info_nce, sigmoid_loss
+from tunevl.losses.distributed import gather_with_grad
+from tunevl.losses.sequence import dpo_loss, next_token_loss, sequence_logps
+
+__all__ = ["info_nce", "sigmoid_loss", "sequence_logps", "next_token_loss", "dpo_loss", "gather_with_grad"]
