@@ -1,0 +1,59 @@
+"""The ``tunevl`` command line. Each subcommand lives in its own module with ``add_parser`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# subcommand -> (module, one-line help); the table a test keeps in sync with the modules.
+COMMANDS = {
+    "train": ("tunevl.cli.train", "train a recipe"),
+    "validate": ("tunevl.cli.validate", "check a recipe without building or downloading anything"),
+    "recipes": ("tunevl.cli.recipes", "list the shipped recipes"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tunevl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tunevl",
+        description="Parameter-efficient fine-tuning of vision-language models from one YAML recipe.",
+        epilog="Run 'tunevl COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"tunevl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        importlib.import_module(module).add_parser(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def _setup_logging() -> None:
+    main = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for noisy in ("transformers", "DeepSpeed", "deepspeed", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tunevl.errors import USER_ERRORS
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _setup_logging()
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return module.run(args) or 0
+    except USER_ERRORS as err:
+        print(f"tunevl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,5 @@
+import sys
+
+from tunevl.cli import main
+
+sys.exit(main())

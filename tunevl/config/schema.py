@@ -1,0 +1,200 @@
+"""The recipe schema: which callable each YAML node is, checked without building anything.
+
+::
+
+    model:       tunevl.models.ModelConfig
+    adapters:
+      lora:      peft.LoraConfig   (target_modules may name family presets)
+    objectives:  list of {_component_: <name in tunevl.objectives.OBJECTIVES or dotted path>, ...}
+    data:
+      train:     {_component_: <name in tunevl.data.DATASETS or dotted path>, ...}
+      eval:      same, optional
+    train:       tunevl.train.TrainConfig
+    eval:        tunevl.train.EvalConfig
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunevl.config.check import check_call, check_component, resolve_component
+from tunevl.config.errors import RecipeError, nearest
+from tunevl.config.overrides import apply_overrides
+from tunevl.config.yaml12 import dump_yaml, load_yaml
+
+TOP_LEVEL = ("description", "model", "adapters", "objectives", "data", "train", "eval")
+ADAPTER_KINDS = ("lora",)
+DATA_SPLITS = ("train", "eval")
+
+
+def _lora_config_cls():
+    from peft import LoraConfig
+
+    return LoraConfig
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe: the plain tree plus where every key came from (for error messages)."""
+
+    tree: dict[str, Any]
+    file: str | None = None
+    positions: dict = field(default_factory=dict)
+
+    # ---- reading ---------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "Recipe":
+        tree, positions = load_yaml(path)
+        if not isinstance(tree, dict):
+            raise RecipeError("the recipe must be a mapping of sections", file=str(path), line=1)
+        tree = apply_overrides(tree, list(overrides), positions)
+        return cls(tree, str(path), positions)
+
+    @classmethod
+    def from_dict(cls, tree: dict, overrides: list[str] | tuple[str, ...] = ()) -> "Recipe":
+        positions: dict = {}
+        return cls(apply_overrides(dict(tree), list(overrides), positions), None, positions)
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.tree)
+
+    def error(self, key: tuple, message: str) -> RecipeError:
+        return RecipeError.at(self.positions, key, message, file=self.file)
+
+    def _section(self, name: str, default=None):
+        return self.tree.get(name, default)
+
+    # ---- validation ------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check every node against its callable's signature and types; build nothing, download nothing."""
+        for key in self.tree:
+            if key not in TOP_LEVEL:
+                hint = nearest(key, TOP_LEVEL)
+                raise self.error((key,), f"unknown section{f'; did you mean {hint!r}?' if hint else ''} (sections: {', '.join(TOP_LEVEL)})")
+        for required in ("model", "objectives", "data", "train"):
+            if required not in self.tree:
+                raise self.error((), f"missing section {required!r}")
+        from tunevl.models import ModelConfig
+        from tunevl.train.config import EvalConfig, TrainConfig
+
+        self._check(("model",), ModelConfig)
+        self._check(("train",), TrainConfig)
+        if "eval" in self.tree:
+            self._check(("eval",), EvalConfig)
+        adapters = self._mapping(("adapters",), required=False)
+        for kind in adapters:
+            if kind not in ADAPTER_KINDS:
+                hint = nearest(kind, ADAPTER_KINDS)
+                raise self.error(("adapters", kind), f"unknown adapter kind{f'; did you mean {hint!r}?' if hint else ''} (kinds: {', '.join(ADAPTER_KINDS)})")
+        if "lora" in adapters:
+            self._check(("adapters", "lora"), _lora_config_cls())
+        objectives = self.tree["objectives"]
+        if not isinstance(objectives, list) or not objectives:
+            raise self.error(("objectives",), "must be a non-empty list of objective nodes")
+        for i in range(len(objectives)):
+            self._check_component(("objectives", i), _objective_registry())
+        data = self._mapping(("data",), required=True)
+        for split in data:
+            if split not in DATA_SPLITS:
+                raise self.error(("data", split), f"unknown data split (splits: {', '.join(DATA_SPLITS)})")
+        if "train" not in data:
+            raise self.error(("data",), "missing data.train")
+        for split in data:
+            self._check_component(("data", split), _dataset_registry())
+        self._check_family()
+
+    def _mapping(self, key: tuple, required: bool) -> dict:
+        node = self.tree
+        for k in key:
+            node = node.get(k) if isinstance(node, dict) else None
+        if node is None and not required:
+            return {}
+        if not isinstance(node, dict):
+            raise self.error(key, f"expected a mapping, got {type(node).__name__}")
+        return node
+
+    def _node(self, key: tuple) -> Any:
+        node: Any = self.tree
+        for k in key:
+            node = node[k]
+        return node
+
+    def _check(self, key: tuple, fn) -> None:
+        node = self._node(key)
+        if node is None:
+            node = {}
+        if not isinstance(node, dict):
+            raise self.error(key, f"expected a mapping of arguments, got {type(node).__name__}")
+        check_call(fn, node, key=key, positions=self.positions, file=self.file)
+
+    def _check_component(self, key: tuple, registry: dict):
+        return check_component(self._node(key), registry, key=key, positions=self.positions, file=self.file)
+
+    def _check_family(self) -> None:
+        from tunevl.models import FAMILIES, detect_family
+
+        model = self.tree["model"]
+        family = detect_family(model["name_or_path"], model.get("family"), model.get("revision"))
+        if family is None:
+            return  # unknown offline; load_view reports it when the model is built
+        if family not in FAMILIES:
+            raise self.error(("model",), f"model family {family!r} is not supported yet (supported: {', '.join(sorted(FAMILIES))})")
+        for i, node in enumerate(self.tree["objectives"]):
+            cls = resolve_component(node["_component_"], _objective_registry())
+            if getattr(cls, "families", None) and family not in cls.families:
+                raise self.error(("objectives", i, "_component_"), f"{node['_component_']!r} cannot train a {family} model (it serves: {', '.join(cls.families)})")
+        lora = self.tree.get("adapters", {}).get("lora") or {}
+        targets = lora.get("target_modules")
+        if isinstance(targets, str) and "\\" not in targets and "." not in targets and "*" not in targets:
+            from tunevl.models import get_family
+
+            presets = get_family(family).lora_presets
+            if targets not in presets and targets != "all-linear":
+                hint = nearest(targets, list(presets))
+                raise self.error(("adapters", "lora", "target_modules"), f"{targets!r} is not a {family} preset{f'; did you mean {hint!r}?' if hint else ''} (presets: {', '.join(sorted(presets))}; or give a list of module names or a regex)")
+
+    # ---- building --------------------------------------------------------------------
+    def model_config(self):
+        from tunevl.models import ModelConfig
+
+        return ModelConfig(**self.tree["model"])
+
+    def train_config(self):
+        from tunevl.train.config import TrainConfig
+
+        return TrainConfig(**(self.tree.get("train") or {}))
+
+    def eval_config(self):
+        from tunevl.train.config import EvalConfig
+
+        return EvalConfig(**(self.tree.get("eval") or {}))
+
+    def lora(self) -> dict | None:
+        node = (self.tree.get("adapters") or {}).get("lora")
+        return dict(node) if node is not None else None
+
+    def build_objectives(self) -> list:
+        return [_instantiate(node, _objective_registry()) for node in self.tree["objectives"]]
+
+    def build_dataset(self, split: str):
+        node = (self.tree.get("data") or {}).get(split)
+        return None if node is None else _instantiate(node, _dataset_registry())
+
+
+def _instantiate(node: dict, registry: dict):
+    fn = resolve_component(node["_component_"], registry)
+    return fn(**{k: v for k, v in node.items() if k != "_component_"})
+
+
+def _objective_registry() -> dict:
+    from tunevl.objectives import OBJECTIVES
+
+    return OBJECTIVES
+
+
+def _dataset_registry() -> dict:
+    from tunevl.data import DATASETS
+
+    return DATASETS

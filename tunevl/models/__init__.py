@@ -1,0 +1,16 @@
+"""Model families as views over Hugging Face models.
+
+A family view wraps a loaded ``transformers`` model and knows how that family
+turns records into tensors and tensors into what objectives need (embeddings,
+log-probs). Adapters are injected into the wrapped model; views never subclass it.
+"""
+
+from tunevl.models.registry import (
+    FAMILIES,
+    ModelConfig,
+    detect_family,
+    get_family,
+    load_view,
+)
+
+__all__ = ["FAMILIES", "ModelConfig", "detect_family", "get_family", "load_view"]

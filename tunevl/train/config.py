@@ -1,0 +1,95 @@
+"""The ``train:`` recipe node. Names follow ``transformers.TrainingArguments`` where the meaning is the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    """Training settings.
+
+    Args:
+        output_dir: Where the bundle, checkpoints, logs, metrics and the loss curve go.
+        learning_rate: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay (not applied to biases, norms or the logit scale).
+        adam_beta1: AdamW beta1.
+        adam_beta2: AdamW beta2.
+        adam_epsilon: AdamW epsilon.
+        max_grad_norm: Gradient clipping norm; 0 turns clipping off.
+        per_device_train_batch_size: Records per process per micro-batch. For contrastive
+            objectives the in-batch negatives are the whole micro-batch across processes.
+        per_device_eval_batch_size: Records per process per evaluation batch.
+        gradient_accumulation_steps: Micro-batches per optimizer step.
+        num_train_epochs: Passes over the training data (ignored when ``max_steps > 0``).
+        max_steps: Optimizer steps to run; -1 derives them from ``num_train_epochs``.
+        lr_scheduler_type: Any ``transformers.get_scheduler`` name (``cosine``, ``linear``, ``constant_with_warmup``...).
+        warmup_ratio: Fraction of steps spent warming up (used when ``warmup_steps`` is 0).
+        warmup_steps: Warm-up steps.
+        bf16: Train in bfloat16 autocast. None picks bf16 on GPUs that support it, fp32 on CPU.
+        deepspeed: DeepSpeed config: a JSON path or a preset name (``zero2``, ``zero3``, ``zero3_offload``).
+        gradient_checkpointing: Recompute activations in the backward to save memory.
+        logging_steps: Log the loss every this many optimizer steps.
+        save_steps: Save a resumable checkpoint every this many steps; 0 saves only at the end.
+        save_total_limit: Keep at most this many checkpoints (oldest deleted); None keeps all.
+        eval_at_start: Evaluate the untrained model before training, for the comparison table.
+        seed: Seed for initialisation, data order and dropout.
+        report_to: ``none``, ``tensorboard``, ``wandb`` or a list of them.
+        run_name: Name shown by the loggers; defaults to the output folder's name.
+        resume_from_checkpoint: A checkpoint folder, or ``latest`` for the newest one in ``output_dir``.
+        dataloader_num_workers: Worker processes that load and preprocess records.
+        progress_bar: Show a progress bar on the main process.
+    """
+
+    output_dir: str = "runs/tunevl"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0
+    bf16: bool | None = None
+    deepspeed: str | None = None
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 0
+    save_total_limit: int | None = 2
+    eval_at_start: bool = True
+    seed: int = 42
+    report_to: str | list[str] = "none"
+    run_name: str | None = None
+    resume_from_checkpoint: str | None = None
+    dataloader_num_workers: int = 0
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
+        if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
+            raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+
+    @property
+    def loggers(self) -> list[str]:
+        items = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        return [x for x in items if x not in ("none", "")]
+
+
+@dataclass
+class EvalConfig:
+    """The ``eval:`` recipe node: what to measure on ``data.eval``.
+
+    Args:
+        retrieval: Image→text and text→image recall@k.
+        ks: The k values of recall@k.
+    """
+
+    retrieval: bool = True
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])

@@ -1,0 +1,286 @@
+"""tunevl's training loop: one readable function, on plain PyTorch/DDP or DeepSpeed.
+
+Why not the transformers Trainer: see DESIGN.md ("Decided: the training loop is tunevl's own").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tunevl.adapters.bundle import save_bundle, versions, git_sha
+from tunevl.adapters.lora import apply_lora
+from tunevl.data.sampler import MicroBatchStream
+from tunevl.errors import TrainingError
+from tunevl.models import load_view
+from tunevl.train import checkpoint as ckpt
+from tunevl.train import distributed
+from tunevl.train.engine import DeepSpeedEngine, TorchEngine, TrainModule
+
+log = logging.getLogger("tunevl")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_view(recipe, torch_dtype=None):
+    """Load the model named by the recipe and inject its adapters."""
+    view = load_view(recipe.model_config(), torch_dtype=torch_dtype)
+    lora = recipe.lora()
+    if lora is not None:
+        apply_lora(view, lora)
+    if not any(p.requires_grad for p in view.model.parameters()):
+        raise ValueError("nothing to train: the recipe has no adapters and no extra trainables")
+    return view
+
+
+def _collate(view, fields, records):
+    return view.collate(records, fields)
+
+
+def _batches(dataset, stream, start, stop, view, fields, workers):
+    sampler = [idx for _, idx in stream.iterate(start, stop)]
+    return iter(torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=partial(_collate, view, fields), num_workers=workers
+    ))
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _evaluate(view, dataset, eval_cfg) -> dict:
+    from tunevl.eval.retrieval import evaluate_retrieval
+    from tunevl.inference import DualEncoder
+
+    was_training = view.model.training
+    view.model.eval()
+    try:
+        records = [dataset[i] for i in range(len(dataset))]
+        return evaluate_retrieval(DualEncoder(view), records, eval_cfg.ks)
+    finally:
+        view.model.train(was_training)
+
+
+def _split_state(module: TrainModule, state: dict[str, torch.Tensor]):
+    """Trainable tensors (TrainModule names) -> (peft state dict or None, extras)."""
+    extras = {module.extra_names[n]: v for n, v in state.items() if n in module.extra_names}
+    lora = {n[len("model."):]: v for n, v in state.items() if n.startswith("model.") and "lora_" in n}
+    return (lora or None), extras
+
+
+class _Loggers:
+    def __init__(self, cfg, out: Path, recipe_tree: dict, main: bool):
+        self.tb = self.wandb = None
+        if not main:
+            return
+        if "tensorboard" in cfg.loggers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "logs"))
+        if "wandb" in cfg.loggers:
+            import wandb
+
+            self.wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "tunevl"), name=cfg.run_name or out.name, config=recipe_tree)
+
+    def log(self, step: int, values: dict) -> None:
+        if self.tb:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb:
+            self.wandb.log(values, step=step)
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def train(recipe) -> dict:
+    """Train a validated :class:`tunevl.config.Recipe`; returns the metrics written to ``metrics.json``."""
+    return run(recipe)[0]
+
+
+def run(recipe) -> tuple[dict, TrainModule]:
+    """Like :func:`train`, also returning the trained module (for tests and notebooks)."""
+    cfg, eval_cfg = recipe.train_config(), recipe.eval_config()
+    dist = distributed.setup(use_deepspeed=cfg.deepspeed is not None)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (dist.device.type == "cuda" and torch.cuda.is_bf16_supported())
+    out = Path(cfg.output_dir)
+    set_seed(cfg.seed)
+
+    view = build_view(recipe)
+    if cfg.gradient_checkpointing:
+        view.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    objectives = recipe.build_objectives()
+    module = TrainModule(view, objectives)
+    train_ds, eval_ds = recipe.build_dataset("train"), recipe.build_dataset("eval")
+    fields = set().union(*(o.requires for o in objectives))
+    stream = MicroBatchStream(
+        len(train_ds), cfg.per_device_train_batch_size, dist.world_size, dist.rank, cfg.seed, cfg.gradient_accumulation_steps
+    )
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * stream.steps_per_epoch)
+    engine_cls = DeepSpeedEngine if cfg.deepspeed else TorchEngine
+    engine = engine_cls(module, cfg, dist, total_steps, bf16)
+    module.train()
+    if getattr(engine, "partitioned", None) and dist.is_main:
+        n = engine.partitioned
+        log.info("ZeRO-3 partitioned %d of %d parameters", n["partitioned"], n["total"])
+        if n["partitioned"] == 0:
+            log.warning("ZeRO-3 partitioned no parameter: they are all below stage3_param_persistence_threshold")
+
+    step, history, metrics, rng = 0, [], {}, None
+    if cfg.resume_from_checkpoint:
+        resume_dir = ckpt.resolve_resume(cfg.resume_from_checkpoint, out)
+        state = _load_checkpoint(resume_dir, engine, dist)
+        step, history, metrics, rng = state["step"], state["history"], state.get("metrics", {}), state["rng"]
+        if dist.is_main:
+            log.info("resumed from %s at step %d", resume_dir, step)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(recipe.to_yaml())
+    if eval_ds is not None and eval_cfg.retrieval and cfg.eval_at_start and "base" not in metrics:
+        metrics["base"] = _evaluate(view, eval_ds, eval_cfg)
+
+    loggers = _Loggers(cfg, out, recipe.tree, dist.is_main)
+    accum = cfg.gradient_accumulation_steps
+    batches = _batches(train_ds, stream, step * accum, total_steps * accum, view, fields, cfg.dataloader_num_workers)
+    if rng is not None:  # after the data iterator exists: its creation draws from the RNG in both runs
+        ckpt.restore_rng(rng)
+    bar = _progress(total_steps, step, enabled=dist.is_main and cfg.progress_bar)
+    started, window = time.time(), []
+    while step < total_steps:
+        step_loss = 0.0
+        for micro in range(accum):
+            batch = _to_device(next(batches), dist.device)
+            terms = engine.forward(batch, sync=micro == accum - 1)
+            loss = sum(terms.values())
+            if not _all_finite(loss):
+                good = out / f"checkpoint-{step}"
+                _save_checkpoint(good, recipe, module, engine, dist, step, history, metrics, cfg)
+                values = {k: float(v.detach()) for k, v in terms.items()}
+                raise TrainingError(
+                    f"non-finite loss at step {step + 1} on rank {dist.rank}: {values}; record indices "
+                    f"{batch['index'].tolist()}; the last good state is saved in {good}"
+                )
+            engine.backward(loss)
+            step_loss += loss.item() / accum
+        engine.step()
+        step += 1
+        window.append(step_loss)
+        if step % cfg.logging_steps == 0 or step == total_steps:
+            mean_loss = distributed.mean_across_ranks(sum(window) / len(window))
+            history.append({"step": step, "loss": mean_loss, "lr": engine.lr()})
+            loggers.log(step, {"train/loss": mean_loss, "train/lr": engine.lr()})
+            window = []
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{engine.lr():.2e}")
+        if cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
+            _save_checkpoint(out / f"checkpoint-{step}", recipe, module, engine, dist, step, history, metrics, cfg)
+    bar.close()
+    elapsed = time.time() - started
+
+    trainable = engine.trainable_state()
+    if dist.is_main:
+        lora, extras = _split_state(module, trainable)
+        save_bundle(out, view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(), model_config=recipe.model_config())
+    if eval_ds is not None and eval_cfg.retrieval:
+        metrics["trained"] = _evaluate(view, eval_ds, eval_cfg)
+    metrics["train"] = {"steps": step, "seconds_this_run": round(elapsed, 2), "final_loss": history[-1]["loss"] if history else None}
+    metrics["run"] = {
+        "versions": versions(), "git_sha": git_sha(), "world_size": dist.world_size, "deepspeed": cfg.deepspeed,
+        "bf16": bf16, "zero3_partitioned": getattr(engine, "partitioned", None),
+    }
+    if dist.is_main:
+        (out / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
+        _plot_loss(history, out / "loss_curve.png")
+        if cfg.save_steps:
+            ckpt.prune(out, cfg.save_total_limit)
+    loggers.close()
+    distributed.barrier()
+    return metrics, module
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _all_finite(loss: torch.Tensor) -> bool:
+    """True when the loss is finite on every rank (all ranks must agree before stopping together)."""
+    finite = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=loss.device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return finite.item() == 1
+
+
+def _save_checkpoint(path: Path, recipe, module, engine, dist, step, history, metrics, cfg) -> None:
+    """Write ``path`` atomically: into ``path.tmp`` on every rank, renamed by rank 0 when all are done."""
+    tmp = path.with_name(path.name + ".tmp")
+    state_dir = tmp / ckpt.STATE_DIR
+    if dist.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        state_dir.mkdir(parents=True)
+    distributed.barrier()
+    trainable = engine.trainable_state()
+    if isinstance(engine, DeepSpeedEngine):
+        engine.engine.save_checkpoint(str(state_dir / "deepspeed"), tag="state")
+    elif dist.is_main:
+        ckpt.save_torch_state(state_dir, engine, trainable)
+    torch.save(ckpt.capture_rng(), state_dir / f"rng_rank{dist.rank}.pt")
+    if dist.is_main:
+        lora, extras = _split_state(module, trainable)
+        save_bundle(tmp, module.view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(), model_config=recipe.model_config())
+        ckpt.write_trainer_state(state_dir, {"step": step, "history": history, "metrics": metrics, "world_size": dist.world_size})
+    distributed.barrier()
+    if dist.is_main:
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+        ckpt.prune(cfg.output_dir, cfg.save_total_limit)
+    distributed.barrier()
+
+
+def _load_checkpoint(path: Path, engine, dist) -> dict:
+    state_dir = path / ckpt.STATE_DIR
+    state = ckpt.read_trainer_state(path)
+    if state.get("world_size", 1) != dist.world_size:
+        raise TrainingError(f"{path} was written by {state['world_size']} processes; resume with the same number (now {dist.world_size})")
+    if isinstance(engine, DeepSpeedEngine):
+        engine.engine.load_checkpoint(str(state_dir / "deepspeed"), tag="state")
+    else:
+        ckpt.load_torch_state(state_dir, engine)
+    state["rng"] = torch.load(state_dir / f"rng_rank{dist.rank}.pt", weights_only=True)
+    return state
+
+
+def _plot_loss(history: list[dict], path: Path) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

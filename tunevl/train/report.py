@@ -1,0 +1,28 @@
+"""The end-of-run summary: trained adapter next to the untrained model."""
+
+from __future__ import annotations
+
+
+def format_summary(metrics: dict) -> str:
+    base, trained = metrics.get("base", {}), metrics.get("trained", {})
+    keys = [k for k in trained if "_R@" in k] or [k for k in base if "_R@" in k]
+    lines = []
+    if keys:
+        lines.append(f"{'metric':<12}{'untrained':>12}{'trained':>12}{'change':>10}")
+        for k in keys:
+            b, t = base.get(k), trained.get(k)
+            fmt = lambda v: f"{v:12.1f}" if v is not None else f"{'-':>12}"  # noqa: E731
+            change = f"{t - b:+10.1f}" if b is not None and t is not None else f"{'':>10}"
+            lines.append(f"{k:<12}{fmt(b)}{fmt(t)}{change}")
+    info = metrics.get("train", {})
+    if info:
+        lines.append(f"steps: {info.get('steps')}  final loss: {info.get('final_loss'):.4f}  time: {info.get('seconds_this_run')} s"
+                     if info.get("final_loss") is not None else f"steps: {info.get('steps')}")
+    return "\n".join(lines)
+
+
+def print_summary(metrics: dict, output_dir: str) -> None:
+    text = format_summary(metrics)
+    if text:
+        print("\n" + text)
+    print(f"bundle, metrics.json and loss_curve.png in {output_dir}")
