@@ -74,5 +74,5 @@ def load(path_or_id: str | Path, *, revision: str | None = None, trust_remote_co
     from tunevl.adapters.bundle import load_bundle
 
     view = load_bundle(path_or_id, revision=revision, trust_remote_code=trust_remote_code)
-    obj = DualEncoder(view)
+    obj = view.inference_class()(view)
     return obj.to(device) if device is not None else obj

@@ -38,6 +38,13 @@ class ClipView:
         self.config = config
         self._fix_logit_scale_shape()
 
+    @staticmethod
+    def inference_class():
+        """What ``tunevl.load`` returns for bundles of this family."""
+        from tunevl.inference import DualEncoder
+
+        return DualEncoder
+
     # ---- loading -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, config, torch_dtype=None) -> "ClipView":
