@@ -101,3 +101,19 @@ def test_nonfinite_loss_stops_with_step_and_records(tiny_clip_path, tmp_path, qu
     with pytest.raises(TrainingError, match=r"non-finite loss at step 1 .*record indices \[\d+.*checkpoint-0"):
         run(recipe)
     assert (tmp_path / "run" / "checkpoint-0" / "training_state" / "trainer_state.json").is_file()
+
+
+def test_tensorboard_checkpointing_and_bf16_autocast(tiny_clip_path, tmp_path, quick):
+    out = tmp_path / "run"
+    recipe = _recipe(quick(tiny_clip_path, out, steps=2, **{
+        "train.report_to": "tensorboard", "train.gradient_checkpointing": "true", "train.bf16": "true",
+        "train.logging_steps": 1, "train.eval_at_start": "false",
+    }) + ["~data.eval"])
+    metrics, module = run(recipe)
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    assert module.view.base_model.text_model.encoder.gradient_checkpointing
+    assert metrics["run"]["bf16"] is True and len(metrics_history(out)) == 2
+
+
+def metrics_history(out):
+    return json.loads((out / "metrics.json").read_text())["history"]

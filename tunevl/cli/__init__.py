@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 # subcommand -> (module, one-line help); the table a test keeps in sync with the modules.
 COMMANDS = {
@@ -37,6 +38,12 @@ def _setup_logging() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for noisy in ("transformers", "DeepSpeed", "deepspeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Deprecation notices from dependencies say nothing a tunevl user can act on.
+    for module in ("transformers", "peft", "torch.distributed", "deepspeed"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

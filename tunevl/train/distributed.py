@@ -34,6 +34,8 @@ def setup(use_deepspeed: bool) -> DistInfo:
         device = torch.device("cpu")
     backend = "nccl" if device.type == "cuda" else "gloo"
     if use_deepspeed:
+        if device.type == "cpu":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
 
         if device.type == "cpu":

@@ -47,6 +47,14 @@ def build_view(recipe, torch_dtype=None):
     return view
 
 
+def _enable_checkpointing(model) -> None:
+    kwargs = {"use_reentrant": False}  # reentrant checkpointing drops gradients of inputs that need none (frozen bases)
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _collate(view, fields, records):
     return view.collate(records, fields)
 
@@ -125,7 +133,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
 
     view = build_view(recipe)
     if cfg.gradient_checkpointing:
-        view.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_checkpointing(view.base_model)
     objectives = recipe.build_objectives()
     module = TrainModule(view, objectives)
     train_ds, eval_ds = recipe.build_dataset("train"), recipe.build_dataset("eval")

@@ -1,0 +1,96 @@
+"""The command line: help for every command, one-line errors, validate every shipped recipe offline."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import tunevl.cli
+from tunevl.cli import COMMANDS, build_parser, main
+from tunevl.config import RECIPES_DIR, load_recipe, shipped_recipes
+
+# Each shipped recipe's model, replaced by its tiny twin (validate must not need the real checkpoint).
+TINY_TWINS = {"clip": "tiny-clip"}
+
+
+def test_command_table_matches_modules():
+    modules = {m.name for m in pkgutil.iter_modules(tunevl.cli.__path__) if not m.name.startswith("_")}
+    assert {module.rsplit(".", 1)[1] for module, _ in COMMANDS.values()} == modules
+    for module, _ in COMMANDS.values():
+        mod = importlib.import_module(module)
+        assert callable(mod.add_parser) and callable(mod.run)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tunevl " + command) and COMMANDS[command][1] in out
+
+
+def test_top_level_help_lists_commands(capsys):
+    build_parser().print_help()
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+
+
+def test_shipped_recipes_include_quickstart():
+    names = shipped_recipes()
+    assert "quickstart" in names and any(n.startswith("clip/") for n in names)
+
+
+@pytest.mark.parametrize("name", shipped_recipes())
+def test_every_shipped_recipe_validates_offline(name, monkeypatch):
+    """Real checkpoints named, nothing downloaded (the suite runs with HF_HUB_OFFLINE=1)."""
+    recipe = load_recipe(name)
+    model = recipe.tree["model"]["name_or_path"]
+    assert name == "quickstart" or "/" in model, f"{name} should name the real checkpoint a user trains"
+    recipe.validate()
+
+
+def test_validate_cli_ok_and_errors(tmp_path, capsys):
+    assert main(["validate", "quickstart"]) == 0
+    assert capsys.readouterr().out.strip().endswith("quickstart.yaml: ok")
+
+    bad = tmp_path / "bad.yaml"
+    text = (RECIPES_DIR / "quickstart.yaml").read_text().replace("learning_rate:", "learning_rat:")
+    bad.write_text(text)
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if "learning_rat:" in l)
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"tunevl validate: error: {bad}:{line}: train.learning_rat: unknown key; did you mean 'learning_rate'?")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_steps=ten", "override 'train.max_steps=ten': train.max_steps: expected int, got str 'ten'"),
+        ("objectives.0.weigth=2", "override 'objectives.0.weigth=2': objectives.0.weigth: unknown key; did you mean 'weight'?"),
+        ("objectives.3.weight=2", "objectives.3"),
+        ("adapters.lora.target_modules=atention", "'atention' is not a clip preset; did you mean 'attention'?"),
+        ("objectives.0._component_=contrastiv", "unknown component 'contrastiv'; did you mean 'contrastive'?"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(override, message, capsys):
+    assert main(["validate", "quickstart", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_overrides_reach_every_node():
+    recipe = load_recipe("quickstart", ["objectives.0.weight=2", "train.learning_rate=3e-4", "adapters.lora.r=4", "~data.eval"])
+    recipe.validate()
+    assert recipe.build_objectives()[0].weight == 2.0
+    assert recipe.train_config().learning_rate == 3e-4 and recipe.lora()["r"] == 4
+    assert recipe.build_dataset("eval") is None
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "tunevl", "recipes"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "quickstart" in out.stdout
