@@ -67,7 +67,7 @@ def test_two_processes_equal_one(engine, tiny_clip_path, tmp_path, quick):
         preset = json.loads((PRESETS / "zero3.json").read_text())
         preset["zero_optimization"]["stage3_param_persistence_threshold"] = 0
         (tmp_path / "zero3_test.json").write_text(json.dumps(preset))
-        args.append(f"train.deepspeed={tmp_path / 'zero3_test.json'}")
+        args += [f"train.deepspeed={tmp_path / 'zero3_test.json'}", "train.save_steps=2"]
     _torchrun(args)
     _assert_same_adapter(out, reference)
     info = json.loads((out / "metrics.json").read_text())["run"]
@@ -75,3 +75,8 @@ def test_two_processes_equal_one(engine, tiny_clip_path, tmp_path, quick):
     if engine == "zero3":
         parts = info["zero3_partitioned"]
         assert parts["partitioned"] == parts["total"] > 0, parts
+        # Resuming DeepSpeed's engine checkpoint mid-run ends with the same adapter.
+        resumed = tmp_path / "zero3-resumed"
+        _torchrun(_overrides(quick, tiny_clip_path, resumed, per_device=8) + [
+            f"train.deepspeed={tmp_path / 'zero3_test.json'}", f"train.resume_from_checkpoint={out / 'checkpoint-2'}"])
+        _assert_same_adapter(resumed, reference)
