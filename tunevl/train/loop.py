@@ -42,9 +42,24 @@ def build_view(recipe, torch_dtype=None):
     lora = recipe.lora()
     if lora is not None:
         apply_lora(view, lora)
-    if not any(p.requires_grad for p in view.model.parameters()):
+    trainable = [p for p in view.model.parameters() if p.requires_grad]
+    if not trainable:
         raise ValueError("nothing to train: the recipe has no adapters and no extra trainables")
+    for p in trainable:  # trainables stay fp32 (optimizer master copy) over a bf16 frozen base
+        p.data = p.data.float()
     return view
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_dtype(name: str, bf16: bool) -> torch.dtype:
+    """``model.dtype``: ``auto`` loads the frozen base in bf16 when training in bf16, else fp32."""
+    if name == "auto":
+        return torch.bfloat16 if bf16 else torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"model.dtype must be auto or one of {sorted(_DTYPES)}, got {name!r}")
+    return _DTYPES[name]
 
 
 def _enable_checkpointing(model) -> None:
@@ -131,7 +146,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
     out = Path(cfg.output_dir)
     set_seed(cfg.seed)
 
-    view = build_view(recipe)
+    view = build_view(recipe, torch_dtype=model_dtype(recipe.model_config().dtype, bf16))
     if cfg.gradient_checkpointing:
         _enable_checkpointing(view.base_model)
     objectives = recipe.build_objectives()
