@@ -11,6 +11,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -241,7 +242,9 @@ def run(recipe) -> tuple[dict, TrainModule]:
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+    interval = 0.5 if sys.stderr.isatty() else 30.0  # logs and CI: a line every 30 s, not every step
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True,
+                mininterval=interval)
 
 
 def _all_finite(loss: torch.Tensor) -> bool:
