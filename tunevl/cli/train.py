@@ -14,6 +14,8 @@ OVERRIDE_HELP = (
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="a recipe file, or the name of a shipped recipe (see 'tunevl recipes')")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDE_HELP)
+    # The `deepspeed` launcher appends --local_rank=N; the rank is read from the environment anyway.
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.epilog = (
         "Examples:\n  tunevl train recipes/quickstart.yaml\n"
         "  tunevl train quickstart train.max_steps=50 train.output_dir=runs/try\n"
