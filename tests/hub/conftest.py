@@ -1,0 +1,320 @@
+"""A Hub-compatible HTTP server in a thread, and trained bundles of every adapter kind.
+
+``FakeHub`` keeps repos in memory (branches -> commits -> files) and answers the routes
+huggingface_hub 2.x uses for ``create_repo``, ``create_branch``, ``create_commit``,
+``list_repo_files``, ``snapshot_download`` and ``hf_hub_download`` (see PITFALLS.md, "Hub
+without internet"). The ``hub`` fixture points huggingface_hub at it: the endpoint is a
+module constant read at import, and this suite may import huggingface_hub before any
+environment variable could be set, so the constants (and the module-level ``HfApi`` that
+functions like ``file_exists`` are bound to) are patched as well as ``HF_ENDPOINT``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+FAKE_TOKEN = "hf_tunevlFakeToken0123456789abcdef"
+USER = "tester"
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+class FakeHub:
+    """In-memory Hub state; every handler reads and writes it under one lock."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.repos: dict[str, dict] = {}  # id -> {"private", "branches": {name: sha}, "commits": {sha: {path: bytes}}}
+        self.log: list[str] = []  # "METHOD path" of every request
+        self.seen_auth: list[str] = []  # Authorization headers, to check the token is only ever sent, never stored
+
+    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+        repo = self.repos[repo_id]
+        return repo["commits"][repo["branches"].get(revision, revision)]
+
+    def _commit(self, repo: dict, branch: str, files: dict[str, bytes]) -> str:
+        sha = hashlib.sha1(repr((len(repo["commits"]), sorted(files.items()))).encode()).hexdigest()
+        repo["commits"][sha] = files
+        repo["branches"][branch] = sha
+        return sha
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: FakeHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    # ---- plumbing ----------------------------------------------------------------------
+    def _send(self, status: int, body=b"", headers: dict | None = None, head_only: bool = False):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        for k, v in hdrs.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(data)
+
+    def _error(self, status: int, code: str | None = None, message: str = "error", head_only: bool = False):
+        headers = {"X-Error-Message": message}
+        if code:
+            headers["X-Error-Code"] = code
+        self._send(status, {"error": message}, headers, head_only)
+
+    def _body(self) -> bytes:
+        return self.body
+
+    def _authed(self) -> bool | None:
+        """True with the right token, None without a token, False with a wrong one."""
+        auth = self.headers.get("Authorization")
+        if auth is None:
+            return None
+        self.hub.seen_auth.append(auth)
+        return auth == f"Bearer {FAKE_TOKEN}"
+
+    def _repo(self, repo_id: str, write: bool, head_only: bool = False) -> dict | None:
+        repo = self.hub.repos.get(repo_id)
+        authed = self._authed()
+        if authed is False:
+            self._error(401, None, "Invalid credentials in Authorization header", head_only)
+            return None
+        if repo is None or (repo["private"] and not authed) or (write and not authed):
+            self._error(404 if authed else 401, "RepoNotFound", "Repository not found", head_only)
+            return None
+        return repo
+
+    def _rev(self, repo: dict, rev: str, head_only: bool = False) -> str | None:
+        rev = unquote(rev)
+        sha = repo["branches"].get(rev, rev if rev in repo["commits"] else None)
+        if sha is None:
+            self._error(404, "RevisionNotFound", "Invalid rev id", head_only)
+        return sha
+
+    # ---- routes --------------------------------------------------------------------------
+    def do_HEAD(self):
+        self._route("HEAD")
+
+    def do_GET(self):
+        self._route("GET")
+
+    def do_POST(self):
+        self._route("POST")
+
+    def _route(self, method: str):
+        url = urlsplit(self.path)
+        parts = [p for p in url.path.split("/") if p]
+        self.hub.log.append(f"{method} {url.path}")
+        # Read the whole body first: an unread body would corrupt the next request on this connection.
+        self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.hub.lock:
+            try:
+                self._dispatch(method, parts, parse_qs(url.query))
+            except Exception as err:  # surface server bugs as 500s rather than hangs
+                self._error(500, None, f"fake hub: {err!r}")
+
+    def _dispatch(self, method: str, parts: list[str], query: dict):
+        head = method == "HEAD"
+        if parts[:2] == ["api", "whoami-v2"]:
+            authed = self._authed()
+            if not authed:
+                return self._error(401, None, "Invalid credentials in Authorization header")
+            return self._send(200, {"type": "user", "name": USER, "orgs": [], "auth": {"type": "access_token"}})
+        if parts[:2] == ["api", "validate-yaml"]:
+            return self._send(200, {"errors": [], "warnings": []})
+        if parts[:3] == ["api", "repos", "create"]:
+            return self._create_repo(json.loads(self._body() or b"{}"))
+        if parts[:2] == ["api", "models"] and len(parts) >= 4:
+            repo_id, rest = f"{parts[2]}/{parts[3]}", parts[4:]
+            if not rest or rest[0] == "revision":
+                return self._repo_info(repo_id, rest[1] if len(rest) > 1 else "main")
+            if rest[0] == "tree":
+                return self._tree(repo_id, rest[1])
+            if rest[0] == "branch" and method == "POST":
+                return self._create_branch(repo_id, unquote(rest[1]), json.loads(self._body() or b"{}"))
+            if rest[0] == "preupload":
+                return self._preupload(repo_id, json.loads(self._body()))
+            if rest[0] == "commit":
+                return self._apply_commit(repo_id, unquote(rest[1]), self._body())
+        if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
+            return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(unquote(p) for p in parts[4:]), head)
+        return self._error(404, None, f"fake hub: no route for {method} {self.path}", head)
+
+    def _create_repo(self, payload: dict):
+        authed = self._authed()
+        if not authed:
+            return self._error(401, None, "Invalid credentials in Authorization header")
+        owner = payload.get("organization") or USER
+        if owner != USER:
+            return self._error(403, None, "You don't have the rights to create a model under this namespace")
+        repo_id = f"{owner}/{payload['name']}"
+        if repo_id in self.hub.repos:
+            body = {"error": "You already created this model repo", "url": f"{self._base()}/{repo_id}"}
+            return self._send(409, body, {"X-Error-Message": body["error"]})
+        private = payload.get("private") or payload.get("visibility") == "private"
+        repo = {"private": bool(private), "branches": {}, "commits": {}}
+        self.hub._commit(repo, "main", {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
+        self.hub.repos[repo_id] = repo
+        return self._send(200, {"url": f"{self._base()}/{repo_id}", "name": repo_id})
+
+    def _base(self) -> str:
+        return f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
+
+    def _repo_info(self, repo_id: str, rev: str):
+        repo = self._repo(repo_id, write=False)
+        if repo is None:
+            return
+        sha = self._rev(repo, rev)
+        if sha is None:
+            return
+        siblings = [{"rfilename": p} for p in sorted(repo["commits"][sha])]
+        return self._send(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo["private"], "siblings": siblings})
+
+    def _tree(self, repo_id: str, rev: str):
+        repo = self._repo(repo_id, write=False)
+        sha = repo is not None and self._rev(repo, rev)
+        if not sha:
+            return
+        entries = [{"type": "file", "path": p, "size": len(d), "oid": _git_blob_id(d)} for p, d in sorted(repo["commits"][sha].items())]
+        return self._send(200, entries)
+
+    def _create_branch(self, repo_id: str, branch: str, payload: dict):
+        repo = self._repo(repo_id, write=True)
+        if repo is None:
+            return
+        if branch in repo["branches"]:
+            return self._error(409, None, "Reference already exists")
+        start = self._rev(repo, payload.get("startingPoint") or "main")
+        if start is None:
+            return
+        repo["branches"][branch] = start
+        return self._send(200, {})
+
+    def _preupload(self, repo_id: str, payload: dict):
+        if self._repo(repo_id, write=True) is None:
+            return
+        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in payload["files"]]
+        return self._send(200, {"files": files})
+
+    def _apply_commit(self, repo_id: str, rev: str, body: bytes):
+        repo = self._repo(repo_id, write=True)
+        if repo is None:
+            return
+        if rev not in repo["branches"]:
+            return self._error(404, "RevisionNotFound", "Invalid rev id")
+        files = dict(repo["commits"][repo["branches"][rev]])
+        for line in body.splitlines():
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+            if key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "deletedFile":
+                files.pop(value["path"], None)
+            elif key == "deletedFolder":
+                files = {p: d for p, d in files.items() if not p.startswith(value["path"].rstrip("/") + "/")}
+            elif key != "header":
+                return self._error(400, None, f"fake hub: unsupported commit item {key}")
+        sha = self.hub._commit(repo, rev, files)
+        return self._send(200, {"commitUrl": f"{self._base()}/{repo_id}/commit/{sha}", "commitOid": sha, "success": True})
+
+    def _resolve(self, repo_id: str, rev: str, path: str, head: bool):
+        repo = self._repo(repo_id, write=False, head_only=head)
+        if repo is None:
+            return
+        sha = self._rev(repo, rev, head)
+        if sha is None:
+            return
+        data = repo["commits"][sha].get(path)
+        if data is None:
+            return self._error(404, "EntryNotFound", "Entry not found", head)
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{_git_blob_id(data)}"', "Content-Type": "application/octet-stream"}
+        return self._send(200, data, headers, head_only=head)
+
+
+@pytest.fixture(scope="session")
+def hub_server():
+    """The running server and its state (shared by the session; tests use fresh repo names)."""
+    state = FakeHub()
+    handler = type("Handler", (_Handler,), {"hub": state})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    state.token = FAKE_TOKEN
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def hub(hub_server, monkeypatch, tmp_path):
+    """Point huggingface_hub at the fake server, online, with ``FAKE_TOKEN`` and an empty cache."""
+    from huggingface_hub import constants, hf_api
+
+    url = hub_server.endpoint
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf_api.api, "endpoint", url)  # the HfApi behind module-level functions (file_exists, ...)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+    return hub_server
+
+
+# ---- bundles of every adapter kind ----------------------------------------------------------
+# kind -> recipe overrides on top of the quickstart. A new adapter kind joins the Hub round-trip
+# matrix (push -> load, merge, card) by adding one entry here.
+BUNDLE_KINDS: dict[str, dict] = {
+    "lora": {"model.train_logit_scale": "false"},
+    "lora+logit_scale": {"model.train_logit_scale": "true"},
+}
+
+
+@pytest.fixture(params=sorted(BUNDLE_KINDS))
+def kind(request) -> str:
+    """Each adapter kind of the round-trip matrix."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def _built_bundles() -> dict:
+    return {}
+
+
+@pytest.fixture
+def bundle_of(tiny_clip_path, tmp_path_factory, quick, _built_bundles):
+    """``bundle_of(kind) -> Path``: a bundle trained for 2 steps, built once per kind per session.
+
+    Tests must not modify it; copy it first (``shutil.copytree``).
+    """
+    import tunevl
+    from tunevl.train.loop import run
+
+    def get(kind: str) -> Path:
+        if kind not in _built_bundles:
+            out = tmp_path_factory.mktemp("bundles") / kind.replace("+", "_")
+            extra = {"train.eval_at_start": "false", **BUNDLE_KINDS[kind]}
+            recipe = tunevl.load_recipe("quickstart", quick(tiny_clip_path, out, steps=2, **extra))
+            recipe.validate()
+            run(recipe)
+            _built_bundles[kind] = out
+        return _built_bundles[kind]
+
+    return get

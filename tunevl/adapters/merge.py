@@ -1,0 +1,121 @@
+"""Fold a bundle into its base model: a checkpoint that loads with plain ``transformers``.
+
+LoRA is merged into the weights (``merge_and_unload``), and extras that are parameters of the
+base model (CLIP's logit scale) are already in place once the bundle is loaded. Parameters that
+tunevl reshaped for training (the 0-dim logit scale becomes ``[1]`` for DeepSpeed) get their
+original shapes back. Extras that are not weights of the base model (soft prompts) cannot be
+merged; they are kept in a side file, and the card says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tunevl.adapters.bundle import EXTRAS_FILE, RECIPE_FILE, _local_bundle, load_bundle, read_meta
+from tunevl.adapters.card import make_merged_card
+
+log = logging.getLogger("tunevl")
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def split_extras(model: nn.Module, names: list[str]) -> tuple[list[str], list[str]]:
+    """``(merged, unmerged)``: extras that are parameters of ``model`` vs. those that are not."""
+    params = dict(model.named_parameters())
+    merged = [n for n in names if n in params]
+    return merged, [n for n in names if n not in params]
+
+
+def restore_shapes(model: nn.Module) -> list[str]:
+    """Give parameters the shapes a freshly built model of the same config has; returns the names changed.
+
+    Only reshapes (same number of elements) are undone; the reference model is built on the
+    meta device, so this costs no memory.
+    """
+    with torch.device("meta"):
+        reference = type(model)(model.config)
+    shapes = {n: p.shape for n, p in reference.named_parameters()}
+    changed = []
+    for name, param in list(model.named_parameters()):
+        want = shapes.get(name)
+        if want is not None and param.shape != want and param.numel() == want.numel():
+            owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            setattr(owner, name.rpartition(".")[2], nn.Parameter(param.detach().reshape(want), requires_grad=False))
+            changed.append(name)
+    return changed
+
+
+def _target_dtype(dtype: str, base: str, revision: str | None) -> torch.dtype:
+    if dtype != "auto":
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected auto or one of {sorted(_DTYPES)}")
+        return _DTYPES[dtype]
+    from transformers.utils import cached_file
+
+    from tunevl.models.tiny import resolve_builtin
+
+    # The base checkpoint's own dtype (the bundle was loaded in float32 to merge exactly).
+    config = json.loads(Path(cached_file(resolve_builtin(base), "config.json", revision=revision)).read_text())
+    return _DTYPES.get(config.get("dtype") or config.get("torch_dtype"), torch.float32)
+
+
+def merge(
+    bundle: str | Path,
+    out_dir: str | Path,
+    *,
+    revision: str | None = None,
+    base_model: str | None = None,
+    base_revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
+) -> Path:
+    """Write ``bundle`` merged into its base model to ``out_dir`` (safetensors, processor, card).
+
+    Args:
+        bundle: A bundle folder or Hub repo id.
+        out_dir: The folder to write; ``transformers`` ``from_pretrained`` loads it.
+        revision: Hub revision of the bundle.
+        base_model: A copy of the base model to merge into (see :func:`tunevl.load`).
+        base_revision: Revision of ``base_model``.
+        trust_remote_code: Allow code shipped with the base checkpoint to run.
+        dtype: ``auto`` (the base checkpoint's dtype), ``float32``, ``bfloat16`` or ``float16``.
+    """
+    source = _local_bundle(bundle, revision)
+    meta = read_meta(source)
+    view = load_bundle(
+        source, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision
+    )
+    model = view.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.requires_grad_(False)
+    cap = getattr(view, "max_logit_scale", None)
+    if cap is not None:  # tunevl clamps CLIP's scale in its forward; plain transformers does not
+        with torch.no_grad():
+            model.logit_scale.clamp_(max=cap)
+    reshaped = restore_shapes(model)
+    _, unmerged = split_extras(model, meta.get("extras", []))
+    base = view.config
+    model.to(_target_dtype(dtype, base.name_or_path, base.revision))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    if getattr(view, "processor", None) is not None:
+        view.processor.save_pretrained(out)
+    side_file = None
+    if unmerged:
+        side_file = EXTRAS_FILE
+        tensors = load_file(source / EXTRAS_FILE)
+        save_file({k: tensors[k].contiguous() for k in unmerged}, out / side_file, metadata={"format": "pt"})
+        (out / "tunevl_unmerged.json").write_text(json.dumps({"bundle": str(bundle), "tensors": unmerged}, indent=2) + "\n")
+    recipe = (source / RECIPE_FILE).read_text() if (source / RECIPE_FILE).is_file() else None
+    (out / "README.md").write_text(make_merged_card(meta, recipe, str(bundle), side_file, unmerged))
+    log.info("merged %s into %s%s", bundle, out, f" (restored shapes of {', '.join(reshaped)})" if reshaped else "")
+    return out
