@@ -46,11 +46,11 @@ def train(recipe) -> dict:
     return _train(recipe)
 
 
-def evaluate(path_or_id, records, ks=(1, 5, 10)) -> dict:
-    """Image-text retrieval recall@k of a bundle on records with ``image`` and ``text``."""
-    from tunevl.eval.retrieval import evaluate_retrieval
+def evaluate(path_or_id, dataset, eval_cfg=None) -> dict:
+    """Retrieval and/or zero-shot metrics of a bundle on a dataset (or list) of records; see :func:`tunevl.eval.evaluate`."""
+    from tunevl.eval import evaluate as _evaluate
 
-    return evaluate_retrieval(load(path_or_id), records, ks)
+    return _evaluate(load(path_or_id), dataset, eval_cfg)
 
 
 __all__ = ["__version__", "evaluate", "load", "load_recipe", "train", "validate"]

@@ -52,9 +52,25 @@ class DualEncoder:
         return torch.cat(out).cpu()
 
     @torch.no_grad()
-    def classify(self, images: Sequence, classnames: Sequence[str], template: str = "a photo of a {}.") -> torch.Tensor:
-        """Zero-shot class probabilities [N, C] from prompts ``template.format(classname)``."""
-        text = self.embed_texts([template.format(c) for c in classnames])
+    def class_embeddings(self, classnames: Sequence[str], templates: str | Sequence[str] = "a photo of a {}.") -> torch.Tensor:
+        """[C, D] unit class embeddings; several templates are ensembled (mean of normalised
+        prompt embeddings, renormalised, as in CLIP)."""
+        from tunevl.eval.zeroshot import class_embeddings
+
+        return class_embeddings(self.embed_texts, classnames, templates)
+
+    @torch.no_grad()
+    def classify(self, images: Sequence, classnames: Sequence[str],
+                 template: str | Sequence[str] = "a photo of a {}.") -> torch.Tensor:
+        """Zero-shot class probabilities [N, C] from prompts ``template.format(classname)``.
+
+        Args:
+            images: PIL images or image paths.
+            classnames: The class names.
+            template: One prompt template with ``{}`` for the class name, or a list of
+                them to ensemble.
+        """
+        text = self.class_embeddings(classnames, template)
         logits = self.view.logit_scale().cpu() * self.embed_images(images) @ text.T
         bias = self.view.logit_bias()
         if bias is not None:
@@ -62,7 +78,15 @@ class DualEncoder:
         return logits.softmax(dim=-1)
 
 
-def load(path_or_id: str | Path, *, revision: str | None = None, trust_remote_code: bool = False, device=None):
+def load(
+    path_or_id: str | Path,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    device=None,
+    base_model: str | None = None,
+    base_revision: str | None = None,
+):
     """Rebuild the inference object of a bundle from a local folder or a Hub repo id.
 
     Args:
@@ -70,9 +94,17 @@ def load(path_or_id: str | Path, *, revision: str | None = None, trust_remote_co
         revision: Hub revision of the bundle.
         trust_remote_code: Allow code shipped with the base checkpoint to run.
         device: Where to put the model (default: CPU).
+        base_model: A copy of the base model to use instead of the recorded id or path; its
+            config must hash to the recorded value.
+        base_revision: Revision of ``base_model``.
+
+    Raises:
+        BundleError: newer ``format_version``, a different base model, or a LoRA that matches no module.
     """
     from tunevl.adapters.bundle import load_bundle
 
-    view = load_bundle(path_or_id, revision=revision, trust_remote_code=trust_remote_code)
+    view = load_bundle(
+        path_or_id, revision=revision, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision
+    )
     obj = view.inference_class()(view)
     return obj.to(device) if device is not None else obj

@@ -88,8 +88,9 @@ def save_bundle(
         view.model.save_pretrained(out, state_dict=lora_state, save_embedding_layers=False)
         adapters.append("lora")
     if extras:
-        # Bundles store the logit scale in the 0-dim shape of the original checkpoint.
-        tensors = {k: (v.reshape(()) if k == "logit_scale" else v).contiguous() for k, v in extras.items()}
+        # Bundles store extras in the shapes of the original checkpoint (CLIP's 0-dim logit scale).
+        shapes = getattr(view, "original_shapes", {})
+        tensors = {k: (v.reshape(shapes[k]) if k in shapes else v).contiguous() for k, v in extras.items()}
         save_file(tensors, out / EXTRAS_FILE, metadata={"format": "pt"})
     (out / RECIPE_FILE).write_text(recipe_yaml)
     meta = {
@@ -118,55 +119,115 @@ def read_meta(bundle: Path) -> dict:
         raise BundleError(f"{bundle}: not a tunevl bundle (no {META_FILE})")
     meta = json.loads(path.read_text())
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int):
+        raise BundleError(f"{path}: no valid format_version (got {version!r})")
+    if version > FORMAT_VERSION:
         raise BundleError(
             f"{path}: format_version {version!r} is newer than this tunevl understands ({FORMAT_VERSION}); upgrade tunevl"
         )
     return meta
 
 
-def load_bundle(path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False, check_base: bool = True):
-    """Rebuild the family view of a bundle (base model + adapters + extras), in eval mode."""
+def load_bundle(
+    path: str | Path,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    check_base: bool = True,
+    base_model: str | None = None,
+    base_revision: str | None = None,
+):
+    """Rebuild the family view of a bundle (base model + adapters + extras), in eval mode.
+
+    Args:
+        path: A bundle folder or a Hub repo id.
+        revision: Hub revision of the bundle.
+        trust_remote_code: Allow code shipped with the base checkpoint to run.
+        check_base: Refuse a base model whose config hash (or revision) differs from the recorded one.
+        base_model: Load the adapters onto this copy of the base instead of the recorded id or path
+            (for example a local folder, when the bundle was trained elsewhere).
+        base_revision: Revision of ``base_model`` (default: the recorded one when the id is the recorded id).
+    """
     from safetensors.torch import load_file
 
     from tunevl.models import ModelConfig, load_view
 
     bundle = _local_bundle(path, revision)
     meta = read_meta(bundle)
-    base = meta["base_model"]
-    cfg = ModelConfig(
-        name_or_path=base["name_or_path"], revision=base.get("revision"), family=meta["family"],
-        trust_remote_code=trust_remote_code,
+    name, base_rev = _base_config(bundle, meta, base_model, base_revision, check_base)
+    view = load_view(
+        ModelConfig(name_or_path=name, revision=base_rev, family=meta["family"], trust_remote_code=trust_remote_code)
     )
-    if check_base:
-        found = config_sha256(cfg.name_or_path, cfg.revision)
-        if found != base["config_sha256"]:
-            raise BundleError(
-                f"{bundle}: base model {cfg.name_or_path!r} does not match the one this bundle was trained on "
-                f"(config hash {found[:12]} != recorded {base['config_sha256'][:12]})"
-            )
-    view = load_view(cfg)
     if "lora" in meta["adapters"]:
         _load_lora(view, bundle)
     if meta.get("extras"):
-        view.load_extras(load_file(bundle / EXTRAS_FILE))
+        extras = load_file(_safetensors(bundle, EXTRAS_FILE))
+        missing = set(meta["extras"]) - set(extras)
+        if missing:
+            raise BundleError(f"{bundle}: {EXTRAS_FILE} lacks {sorted(missing)}, listed in {META_FILE}")
+        view.load_extras(extras)
     view.model.eval()
     return view
 
 
+def _base_config(bundle: Path, meta: dict, base_model, base_revision, check: bool) -> tuple[str, str | None]:
+    """The base model to load, after checking it is the one the bundle was trained on."""
+    recorded = meta["base_model"]
+    rec_name, rec_rev = recorded["name_or_path"], recorded.get("revision")
+    name = base_model or rec_name
+    revision = base_revision if base_revision is not None else (rec_rev if name == rec_name else None)
+    if not check:
+        return name, revision
+    trained_on = f"{rec_name!r}" + (f" at revision {rec_rev!r}" if rec_rev else "")
+    if name == rec_name and rec_rev and revision != rec_rev:
+        raise BundleError(f"{bundle}: the bundle was trained on {trained_on}, not revision {revision!r}")
+    try:
+        found = config_sha256(name, revision)
+    except (OSError, ValueError) as err:
+        hint = "" if base_model else "; pass base_model= (CLI: --base-model) with a copy of it"
+        raise BundleError(f"{bundle}: cannot read the config of base model {name!r} ({err.__class__.__name__}){hint}") from err
+    if found != recorded["config_sha256"]:
+        other = "" if name == rec_name else f" {name!r}"
+        raise BundleError(
+            f"{bundle}: base model{other} does not match the one this bundle was trained on ({trained_on}): "
+            f"config hash {found[:12]} != recorded {recorded['config_sha256'][:12]}"
+        )
+    return name, revision
+
+
+def _safetensors(bundle: Path, name: str) -> Path:
+    """A weights file of the bundle; only safetensors are ever read (never pickles)."""
+    path = bundle / name
+    if not path.is_file():
+        pickles = sorted(p.name for p in bundle.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+        extra = f" (found {pickles}; tunevl reads only safetensors from bundles)" if pickles else ""
+        raise BundleError(f"{bundle}: missing {name}{extra}")
+    return path
+
+
 def _load_lora(view, bundle: Path) -> None:
     from peft import PeftModel
-    from safetensors import safe_open
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
 
+    saved = load_file(_safetensors(bundle, "adapter_model.safetensors"))
     try:
         view.model = PeftModel.from_pretrained(view.model, bundle, is_trainable=False)
     except ValueError as err:  # peft: "Target modules ... not found in the base model"
         raise BundleError(f"{bundle}: the LoRA adapter does not fit the base model: {err}") from err
-    with safe_open(bundle / "adapter_model.safetensors", "pt") as f:
-        saved = len(list(f.keys()))
-    loaded = sum(1 for n, _ in view.model.named_parameters() if "lora_" in n)
-    if saved == 0 or loaded != saved:
-        raise BundleError(f"{bundle}: the adapter holds {saved} LoRA tensors but {loaded} matched the base model")
+    # peft skips unexpected keys with a warning; a renamed module would leave a silent no-op adapter.
+    loaded = get_peft_model_state_dict(view.model, save_embedding_layers=False)  # as save_bundle wrote it
+    unmatched = sorted(set(saved) - set(loaded))
+    if not saved:
+        raise BundleError(f"{bundle}: adapter_model.safetensors holds no LoRA tensors")
+    if unmatched:
+        raise BundleError(
+            f"{bundle}: {len(unmatched)} of {len(saved)} saved LoRA tensors match no module of the base model, "
+            f"e.g. {unmatched[0]!r}"
+        )
+    missing = sorted(set(loaded) - set(saved))
+    if missing:
+        raise BundleError(f"{bundle}: the adapter config targets {len(missing)} modules with no saved weights, e.g. {missing[0]!r}")
 
 
 def _local_bundle(path: str | Path, revision: str | None) -> Path:
@@ -175,8 +236,25 @@ def _local_bundle(path: str | Path, revision: str | None) -> Path:
         return p
     if p.exists() or str(path).startswith((".", "/")) or str(path).count("/") != 1:
         raise BundleError(f"{path}: no such bundle folder")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
-    # Bundles from the Hub: safetensors and metadata only, never pickles.
-    allow = ["*.json", "*.safetensors", "*.yaml", "*.md", "*.txt"]
-    return Path(snapshot_download(str(path), revision=revision, allow_patterns=allow))
+    where = f"{path}: not a local folder"
+    try:
+        # Bundles from the Hub: safetensors and metadata only, never pickles.
+        allow = ["*.json", "*.safetensors", "*.yaml", "*.md", "*.txt"]
+        return Path(snapshot_download(str(path), revision=revision, allow_patterns=allow))
+    except RepositoryNotFoundError as err:
+        raise BundleError(f"{where}, and no model repo {path!r} on {constants.ENDPOINT} (or your token cannot read it)") from err
+    except RevisionNotFoundError as err:
+        raise BundleError(f"{path}: the Hub repo has no revision {revision!r}") from err
+    except LocalEntryNotFoundError as err:
+        raise BundleError(f"{where}, and it is not in the Hub cache while the Hub cannot be reached (offline?)") from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else "?"
+        raise BundleError(f"{where}, and the Hub answered HTTP {status} for {path!r}") from err

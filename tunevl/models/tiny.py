@@ -17,6 +17,7 @@ it would pool at ``input_ids.argmax()``; see PITFALLS.md).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -218,6 +219,12 @@ def verify_manifest(folder: str | Path) -> None:
             )
 
 
+# Tiny models built deterministically on first use and cached (``$TUNEVL_CACHE`` or ~/.cache/tunevl).
+BUILT_ON_DEMAND: dict[str, str] = {
+    "tiny-siglip": "tunevl.models.tiny_siglip:ensure_tiny_siglip",
+}
+
+
 def resolve_builtin(name_or_path: str) -> str:
     """Map a builtin alias (``"tiny-clip"``) to its verified shipped folder.
 
@@ -227,6 +234,9 @@ def resolve_builtin(name_or_path: str) -> str:
     Raises:
         BuiltinModelError: the shipped files fail their SHA-256 check.
     """
+    if name_or_path in BUILT_ON_DEMAND:
+        module, fn = BUILT_ON_DEMAND[name_or_path].split(":")
+        return getattr(importlib.import_module(module), fn)()
     if name_or_path not in BUILTIN_MODELS:
         return name_or_path
     folder = Path(str(resources.files("tunevl") / "assets" / BUILTIN_MODELS[name_or_path])).resolve()

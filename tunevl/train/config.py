@@ -33,6 +33,8 @@ class TrainConfig:
         save_steps: Save a resumable checkpoint every this many steps; 0 saves only at the end.
         save_total_limit: Keep at most this many checkpoints (oldest deleted); None keeps all.
         eval_at_start: Evaluate the untrained model before training, for the comparison table.
+        eval_steps: Also evaluate on ``data.eval`` every this many optimizer steps; 0 evaluates
+            only at the start (``eval_at_start``) and at the end.
         seed: Seed for initialisation, data order and dropout.
         report_to: ``none``, ``tensorboard``, ``wandb`` or a list of them.
         run_name: Name shown by the loggers; defaults to the output folder's name.
@@ -63,6 +65,7 @@ class TrainConfig:
     save_steps: int = 0
     save_total_limit: int | None = 2
     eval_at_start: bool = True
+    eval_steps: int = 0
     seed: int = 42
     report_to: str | list[str] = "none"
     run_name: str | None = None
@@ -75,6 +78,8 @@ class TrainConfig:
             raise ValueError("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
         if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+        if self.eval_steps < 0:
+            raise ValueError("eval_steps must be >= 0 (0: evaluate only at the start and the end)")
 
     @property
     def loggers(self) -> list[str]:
@@ -84,12 +89,39 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """The ``eval:`` recipe node: what to measure on ``data.eval``.
+    """The ``eval:`` recipe node: what to measure on ``data.eval`` (see :func:`tunevl.eval.evaluate`).
+
+    Each evaluation runs when the data supports it and is turned on here.
 
     Args:
-        retrieval: Image→text and text→image recall@k.
+        retrieval: Image→text and text→image recall@k, on records with ``text`` or ``captions``.
         ks: The k values of recall@k.
+        dedupe_captions: Pool identical caption strings into one text query relevant to every
+            image that carries it. None (default): pool for records with one ``text`` each
+            (synthetic sets repeat captions across images); keep every caption its own query
+            for records with ``captions``, the standard COCO/Flickr30k protocol.
+        zeroshot: Zero-shot classification accuracy, on records with ``label`` when the
+            dataset has ``classnames``.
+        templates: Prompt templates for zero-shot, ``{}`` standing for the class name;
+            several are ensembled (mean of normalised embeddings, renormalised).
+        zeroshot_ks: The k values of top-k zero-shot accuracy.
+        max_samples: Evaluate on the first N records only (quicker evaluations during
+            training); None uses them all.
     """
 
     retrieval: bool = True
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    dedupe_captions: bool | None = None
+    zeroshot: bool = True
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    zeroshot_ks: list[int] = field(default_factory=lambda: [1, 5])
+    max_samples: int | None = None
+
+    def __post_init__(self):
+        from tunevl.eval.zeroshot import check_templates
+
+        if not self.ks or not self.zeroshot_ks or min(self.ks + self.zeroshot_ks) < 1:
+            raise ValueError("ks and zeroshot_ks must be non-empty lists of k >= 1")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError("max_samples must be >= 1, or null for all records")
+        self.templates = check_templates(self.templates)

@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunevl.adapters.bundle import save_bundle, versions, git_sha
+from tunevl.adapters.bundle import git_sha, save_bundle, versions
+from tunevl.adapters.card import make_card
 from tunevl.adapters.lora import apply_lora
+from tunevl.data.preflight import build_dataset
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.errors import TrainingError
+from tunevl.eval import evaluate
 from tunevl.models import load_view
 from tunevl.train import checkpoint as ckpt
 from tunevl.train import distributed
@@ -86,19 +89,6 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def _evaluate(view, dataset, eval_cfg) -> dict:
-    from tunevl.eval.retrieval import evaluate_retrieval
-    from tunevl.inference import DualEncoder
-
-    was_training = view.model.training
-    view.model.eval()
-    try:
-        records = [dataset[i] for i in range(len(dataset))]
-        return evaluate_retrieval(DualEncoder(view), records, eval_cfg.ks)
-    finally:
-        view.model.train(was_training)
-
-
 def _split_state(module: TrainModule, state: dict[str, torch.Tensor]):
     """Trainable tensors (TrainModule names) -> (peft state dict or None, extras)."""
     extras = {module.extra_names[n]: v for n, v in state.items() if n in module.extra_names}
@@ -152,7 +142,11 @@ def run(recipe) -> tuple[dict, TrainModule]:
         _enable_checkpointing(view.base_model)
     objectives = recipe.build_objectives()
     module = TrainModule(view, objectives)
-    train_ds, eval_ds = recipe.build_dataset("train"), recipe.build_dataset("eval")
+    train_ds, eval_ds = build_dataset(recipe, "train", objectives), build_dataset(recipe, "eval")
+    do_eval = eval_ds is not None and (eval_cfg.retrieval or eval_cfg.zeroshot)
+
+    def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
+        return evaluate(view, eval_ds, eval_cfg, batch_size=cfg.per_device_eval_batch_size)
     fields = set().union(*(o.requires for o in objectives))
     stream = MicroBatchStream(
         len(train_ds), cfg.per_device_train_batch_size, dist.world_size, dist.rank, cfg.seed, cfg.gradient_accumulation_steps
@@ -177,8 +171,8 @@ def run(recipe) -> tuple[dict, TrainModule]:
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(recipe.to_yaml())
-    if eval_ds is not None and eval_cfg.retrieval and cfg.eval_at_start and "base" not in metrics:
-        metrics["base"] = _evaluate(view, eval_ds, eval_cfg)
+    if do_eval and cfg.eval_at_start and "base" not in metrics:
+        metrics["base"] = _evaluate()
 
     loggers = _Loggers(cfg, out, recipe.tree, dist.is_main)
     accum = cfg.gradient_accumulation_steps
@@ -213,6 +207,9 @@ def run(recipe) -> tuple[dict, TrainModule]:
             window = []
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{engine.lr():.2e}")
+        if do_eval and cfg.eval_steps and step % cfg.eval_steps == 0 and step < total_steps:
+            metrics.setdefault("during", {})[str(step)] = during = _evaluate()
+            loggers.log(step, {f"eval/{k}": v for k, v in during.items() if not k.startswith("num_")})
         if cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
             _save_checkpoint(out / f"checkpoint-{step}", recipe, module, engine, dist, step, history, metrics, cfg)
     bar.close()
@@ -222,8 +219,8 @@ def run(recipe) -> tuple[dict, TrainModule]:
     if dist.is_main:
         lora, extras = _split_state(module, trainable)
         save_bundle(out, view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(), model_config=recipe.model_config())
-    if eval_ds is not None and eval_cfg.retrieval:
-        metrics["trained"] = _evaluate(view, eval_ds, eval_cfg)
+    if do_eval:
+        metrics["trained"] = _evaluate()
     metrics["train"] = {"steps": step, "seconds_this_run": round(elapsed, 2), "final_loss": history[-1]["loss"] if history else None}
     metrics["run"] = {
         "versions": versions(), "git_sha": git_sha(), "world_size": dist.world_size, "deepspeed": cfg.deepspeed,
@@ -231,6 +228,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
     }
     if dist.is_main:
         (out / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
+        (out / "README.md").write_text(make_card(out, recipe.to_yaml(), metrics))
         _plot_loss(history, out / "loss_curve.png")
         if cfg.save_steps:
             ckpt.prune(out, cfg.save_total_limit)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def format_summary(metrics: dict) -> str:
     base, trained = metrics.get("base", {}), metrics.get("trained", {})
-    keys = [k for k in trained if "_R@" in k] or [k for k in base if "_R@" in k]
+    shown = lambda k: "_R@" in k or k.startswith("zeroshot_")  # noqa: E731
+    keys = [k for k in trained if shown(k)] or [k for k in base if shown(k)]
     lines = []
     if keys:
         lines.append(f"{'metric':<12}{'untrained':>12}{'trained':>12}{'change':>10}")
