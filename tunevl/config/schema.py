@@ -25,8 +25,14 @@ from tunevl.config.overrides import apply_overrides
 from tunevl.config.yaml12 import dump_yaml, load_yaml
 
 TOP_LEVEL = ("description", "model", "adapters", "objectives", "data", "train", "eval")
-ADAPTER_KINDS = ("lora",)
+ADAPTER_KINDS = ("lora", "soft_prompt")
 DATA_SPLITS = ("train", "eval")
+
+
+def _soft_prompt_config_cls():
+    from tunevl.adapters.soft_prompt import SoftPromptConfig
+
+    return SoftPromptConfig
 
 
 def _lora_config_cls():
@@ -90,6 +96,8 @@ class Recipe:
                 raise self.error(("adapters", kind), f"unknown adapter kind{f'; did you mean {hint!r}?' if hint else ''} (kinds: {', '.join(ADAPTER_KINDS)})")
         if "lora" in adapters:
             self._check(("adapters", "lora"), _lora_config_cls())
+        if "soft_prompt" in adapters:
+            self._check(("adapters", "soft_prompt"), _soft_prompt_config_cls())
         objectives = self.tree["objectives"]
         if not isinstance(objectives, list) or not objectives:
             raise self.error(("objectives",), "must be a non-empty list of objective nodes")
@@ -170,6 +178,10 @@ class Recipe:
         from tunevl.train.config import EvalConfig
 
         return EvalConfig(**(self.tree.get("eval") or {}))
+
+    def soft_prompt(self) -> dict | None:
+        node = (self.tree.get("adapters") or {}).get("soft_prompt")
+        return dict(node) if node is not None else None
 
     def lora(self) -> dict | None:
         node = (self.tree.get("adapters") or {}).get("lora")

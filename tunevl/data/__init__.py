@@ -1,13 +1,20 @@
 """Records, data sources and synthetic sets.
 
 A record is a dict with optional fields (``image``, ``text``, ``count``, ``label``, ``index``...);
-see DESIGN.md "Records". Recipes name sources by the short names in :data:`DATASETS`.
+see DESIGN.md "Records". Recipes name sources by the short names in :data:`DATASETS`:
+the synthetic sets and the file readers of :mod:`tunevl.data.sources` (``jsonl``, ``csv``,
+``parquet``, ``load_from_disk``, ``imagefolder``, ``coco_captions``, ``karpathy``,
+``coop_split``). :func:`tunevl.data.preflight.preflight` checks a dataset before training.
 """
 
+from tunevl.data.sources import SOURCES, RECORD_FIELDS
 from tunevl.data.synthetic import SyntheticShapes
+from tunevl.data.synthetic_vqa import SyntheticVQA
 
 DATASETS = {
     "synthetic_shapes": SyntheticShapes,
+    "synthetic_vqa": SyntheticVQA,
+    **SOURCES,
 }
 
-__all__ = ["DATASETS", "SyntheticShapes"]
+__all__ = ["DATASETS", "RECORD_FIELDS", "SyntheticShapes"]

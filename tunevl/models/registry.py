@@ -12,6 +12,9 @@ from pathlib import Path
 # family name -> "module:ViewClass"; imported lazily so `tunevl validate` stays light.
 FAMILIES: dict[str, str] = {
     "clip": "tunevl.models.clip:ClipView",
+    "siglip": "tunevl.models.siglip:SiglipView",
+    "llava": "tunevl.models.llava:LlavaView",
+    "qwen2_vl": "tunevl.models.qwen2_vl:Qwen2VLView",
 }
 
 # config.json `model_type` -> family
@@ -37,6 +40,10 @@ class ModelConfig:
         dtype: ``auto`` (bf16 when training in bf16, else fp32), ``float32`` or ``bfloat16``.
         trust_remote_code: Run code shipped with the checkpoint. Off unless you ask.
         train_logit_scale: Train the contrastive temperature alongside the adapters.
+        processor_kwargs: Image-processor settings, e.g. the image-token budget of Qwen2-VL
+            (``{max_pixels: 401408}``).
+        max_length: Truncate token sequences (generative models) to this many tokens; pre-flight
+            checks that no truncation cuts into image tokens.
     """
 
     name_or_path: str
@@ -45,6 +52,8 @@ class ModelConfig:
     dtype: str = "auto"
     trust_remote_code: bool = False
     train_logit_scale: bool = False
+    processor_kwargs: dict | None = None
+    max_length: int | None = None
 
 
 def _local_config(name_or_path: str, revision: str | None) -> dict | None:

@@ -4,10 +4,13 @@ Recipes name them by the short names in :data:`OBJECTIVES` or by a dotted import
 """
 
 from tunevl.objectives.base import Objective
-from tunevl.objectives.contrastive import Contrastive
+from tunevl.objectives.contrastive import Contrastive, Sigmoid
+from tunevl.objectives.next_token import NextToken
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "contrastive": Contrastive,
+    "sigmoid": Sigmoid,
+    "next_token": NextToken,
 }
 
-__all__ = ["OBJECTIVES", "Contrastive", "Objective"]
+__all__ = ["OBJECTIVES", "Contrastive", "NextToken", "Objective", "Sigmoid"]

@@ -1,0 +1,442 @@
+"""Shared base of generative LVLM views (LLaVA, Qwen2-VL): conversations to tensors, hidden states to log-probs.
+
+A conversation record is ``{"messages": [{"role", "content"}...], "images": [PIL or path, ...]}``
+(or ``"image"``); ``content`` is a string or a list of ``{"type": "image"}`` /
+``{"type": "text", "text": ...}`` items, one image item per image, in order.
+
+The loss mask is built by rendering the chat template up to each assistant turn (with and without
+the generation prompt) and tokenising the prompt and response pieces separately; only response
+tokens are labelled. This needs no ``{% generation %}`` markers, which LLaVA-1.5's template lacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from tunevl.data.images import load_image
+from tunevl.errors import DataError
+from tunevl.losses.sequence import IGNORE_INDEX
+
+SOFT_PROMPT_POSITIONS = ("after_image", "before_response", "start")
+
+
+def resolve_dtype(name: str | None) -> torch.dtype:
+    """``auto`` is bf16 on a GPU that supports it, else fp32; ``float32`` / ``bfloat16`` / ``float16`` as named."""
+    if name in (None, "auto"):
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"model.dtype must be auto, float32, bfloat16 or float16, got {name!r}") from None
+
+
+def record_images(record: dict) -> list:
+    images = record.get("images")
+    if images is None:
+        images = [record["image"]] if record.get("image") is not None else []
+    return list(images)
+
+
+def normalise_messages(messages: list[dict], n_images: int) -> list[dict]:
+    """Content as item lists; images the messages do not place go first in the first user turn."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        items = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(c) for c in content]
+        out.append({**m, "content": items})
+    placed = sum(c["type"] == "image" for m in out for c in m["content"])
+    if placed == 0 and n_images:
+        first_user = next(i for i, m in enumerate(out) if m["role"] == "user")
+        out[first_user]["content"] = [{"type": "image"}] * n_images + out[first_user]["content"]
+    elif placed != n_images:
+        raise DataError(f"the messages place {placed} images but the record has {n_images}")
+    return out
+
+
+class LvlmView:
+    """A generative vision-language model as a family view (see ``tunevl.models.clip.ClipView`` for the contract).
+
+    Subclasses name the model class, LoRA presets, the image token and how many tokens an image takes.
+    ``model`` is the plain HF model or a peft model around it (LoRA injected in place).
+    """
+
+    family: ClassVar[str] = ""
+    model_class: ClassVar[str] = ""
+    lora_presets: ClassVar[dict[str, str]] = {}
+    #: Presets that train whole modules (peft ``modules_to_save``) instead of injecting LoRA.
+    lora_modules_to_save_presets: ClassVar[dict[str, list[str]]] = {}
+    #: Where ``position: after_image`` soft prompts go: right after this string of the rendered prompt.
+    image_anchor: ClassVar[str] = ""
+    #: Keys of a collated batch that the inner model takes.
+    model_input_names: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "pixel_values")
+
+    def __init__(self, model: nn.Module, processor: Any, config=None):
+        self.model = model
+        self.processor = processor
+        self.config = config
+        self.max_length = getattr(config, "max_length", None)
+        self.soft_prompt = None
+        self._soft_mask: torch.Tensor | None = None
+        self._install_hooks()
+
+    @staticmethod
+    def inference_class():
+        """What ``tunevl.load`` returns for bundles of this family."""
+        from tunevl.inference_lvlm import Generator
+
+        return Generator
+
+    # ---- loading -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, config, torch_dtype=None) -> "LvlmView":
+        import transformers
+
+        from tunevl.models.tiny_lvlm import resolve
+
+        path = resolve(config.name_or_path)
+        kwargs = dict(revision=config.revision, trust_remote_code=config.trust_remote_code)
+        dtype = torch_dtype or resolve_dtype(config.dtype)
+        model = getattr(transformers, cls.model_class).from_pretrained(path, dtype=dtype, **kwargs)
+        processor = cls.load_processor(path, **kwargs)
+        cls.apply_processor_kwargs(processor, getattr(config, "processor_kwargs", None) or {})
+        model.requires_grad_(False)
+        return cls(model, processor, config)
+
+    @classmethod
+    def load_processor(cls, path: str, **kwargs):
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path, **kwargs)
+
+    @classmethod
+    def apply_processor_kwargs(cls, processor, kwargs: dict) -> None:
+        """Set ``model.processor_kwargs`` on the image processor (or the processor)."""
+        for key, value in kwargs.items():
+            for target in (processor.image_processor, processor):
+                if hasattr(target, key):
+                    setattr(target, key, value)
+                    break
+            else:
+                raise ValueError(f"model.processor_kwargs.{key}: the {cls.family} processor has no such setting")
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The ``*ForConditionalGeneration`` model (inside peft wrappers, if any)."""
+        m = self.model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    @property
+    def inner_model(self) -> nn.Module:
+        """The model without its lm head: returns last hidden states."""
+        return self.base_model.model
+
+    @property
+    def lm_head_module(self) -> nn.Module:
+        return self.base_model.lm_head
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def dtype(self) -> torch.dtype:
+        # Through parameters(): reading ``.weight`` under ZeRO-3 outside a forward would all-gather it.
+        return next(self.inner_model.get_input_embeddings().parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm_head_module.parameters()).device
+
+    def vision_trunk(self) -> list[nn.Module]:
+        """Vision modules before the projector; they run under ``no_grad`` while none of their parameters trains."""
+        raise NotImplementedError
+
+    def projector(self) -> nn.Module:
+        raise NotImplementedError
+
+    # ---- adapters --------------------------------------------------------------------------
+    def extra_trainables(self) -> dict[str, nn.Parameter]:
+        """Non-LoRA trainables saved in the bundle side file: the soft prompt, keyed with its position."""
+        sp = self.soft_prompt
+        return {f"soft_prompt.{sp.position}": sp.weight} if sp is not None and sp.weight.requires_grad else {}
+
+    def load_extras(self, tensors: dict[str, torch.Tensor]) -> None:
+        from tunevl.adapters.soft_prompt import SoftPrompt
+
+        for name, value in tensors.items():
+            kind, _, position = name.partition(".")
+            if kind != "soft_prompt":
+                raise ValueError(f"unknown extra tensor {name!r} for the {self.family} family")
+            if self.soft_prompt is None:
+                self.attach_soft_prompt(SoftPrompt(value.shape[0], value.shape[1], position))
+            with torch.no_grad():
+                self.soft_prompt.weight.copy_(value)
+
+    def attach_soft_prompt(self, soft_prompt) -> None:
+        """Own the soft prompt inside the model (so optimisers, DDP and ZeRO-3 see it)."""
+        soft_prompt.to(device=self.device, dtype=self.dtype)
+        self.inner_model.tunevl_soft_prompt = soft_prompt
+        self.soft_prompt = soft_prompt
+
+    def external_parameters(self) -> list[nn.Parameter]:
+        return [self.soft_prompt.weight] if self.soft_prompt is not None else []
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def _install_hooks(self) -> None:
+        for module in self.vision_trunk():
+            module.register_forward_pre_hook(self._enter_frozen)
+            module.register_forward_hook(self._leave_frozen, always_call=True)
+        self.inner_model.get_input_embeddings().register_forward_hook(self._after_embedding)
+
+    @staticmethod
+    def _enter_frozen(module, args):
+        # A frozen tower needs no graph: HF's checkpointing would otherwise recompute and back-propagate it.
+        frozen = not any(p.requires_grad for p in module.parameters())
+        module._tunevl_grad_state = torch.is_grad_enabled() if frozen else None
+        if frozen:
+            torch.set_grad_enabled(False)
+
+    @staticmethod
+    def _leave_frozen(module, args, output):
+        state = getattr(module, "_tunevl_grad_state", None)
+        if state is not None:
+            torch.set_grad_enabled(state)
+            module._tunevl_grad_state = None
+
+    def _after_embedding(self, module, args, output):
+        mask = self._soft_mask
+        if mask is not None and self.soft_prompt is not None and output.shape[:2] == mask.shape:
+            vectors = self.soft_prompt().to(output.dtype)  # called as a module: ZeRO-3 gathers it
+            slot = (mask.long().cumsum(1) - 1).clamp(min=0)
+            output = torch.where(mask.unsqueeze(-1), vectors[slot], output)
+        return output
+
+    @contextlib.contextmanager
+    def soft_prompt_mask(self, mask: torch.Tensor | None):
+        """Within the context, embeddings at ``mask`` positions are replaced by the soft prompt."""
+        previous, self._soft_mask = self._soft_mask, mask
+        try:
+            yield
+        finally:
+            self._soft_mask = previous
+
+    # ---- conversations to tokens ------------------------------------------------------------
+    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def _pieces(self, messages: list[dict], add_generation_prompt: bool) -> list[tuple[str, bool]]:
+        """``(text, is_response)`` pieces whose concatenation is the rendered conversation."""
+        pieces, done = [], ""
+        for k, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prompt, full = self.render(messages[:k], True), self.render(messages[: k + 1])
+            if not prompt.startswith(done) or not full.startswith(prompt):
+                raise DataError(f"the {self.family} chat template does not render turn {k} as a continuation of the previous turns")
+            response = full[len(prompt):].rstrip()  # trailing template whitespace is not the answer
+            pieces += [(prompt[len(done):], False), (response, True)]
+            done = prompt + response
+        ends_with_answer = bool(messages) and messages[-1]["role"] == "assistant"
+        if not ends_with_answer or add_generation_prompt:
+            rest = self.render(messages, add_generation_prompt)
+            if not rest.startswith(done):
+                raise DataError(f"the {self.family} chat template does not render the last turn as a continuation")
+            pieces.append((rest[len(done):], False))
+        return pieces
+
+    def num_image_tokens(self, image) -> int:
+        """Placeholder tokens one image expands to."""
+        raise NotImplementedError
+
+    def encode(
+        self, messages: list[dict], images: list, *, add_generation_prompt: bool = False, image_token_counts=None
+    ) -> dict[str, list]:
+        """Token ids, labels (response tokens only) and soft-prompt slots of one conversation, images expanded."""
+        tok = self.tokenizer
+        messages = normalise_messages(messages, len(images))
+        pieces = self._pieces(messages, add_generation_prompt)
+        n_soft = self.soft_prompt.num_tokens if self.soft_prompt is not None else 0
+        if n_soft:
+            pieces = self._split_for_soft_prompt(pieces)
+        ids: list[int] = []
+        labels: list[int] = []
+        soft: list[bool] = []
+        for i, (text, kind) in enumerate(pieces):
+            if kind == "soft":
+                ids += [tok.pad_token_id] * n_soft
+                labels += [IGNORE_INDEX] * n_soft
+                soft += [True] * n_soft
+                continue
+            piece = tok(text, add_special_tokens=(i == 0))["input_ids"]
+            if kind is True and tok.eos_token_id is not None and tok.eos_token_id not in piece:
+                piece = piece + [tok.eos_token_id]  # LLaVA-1.5's template ends turns without eos: learn to stop
+            ids += piece
+            labels += piece if kind is True else [IGNORE_INDEX] * len(piece)
+            soft += [False] * len(piece)
+        return self._expand_images(ids, labels, soft, images, image_token_counts)
+
+    def _split_for_soft_prompt(self, pieces):
+        position = self.soft_prompt.position
+        text, kind = pieces[0]
+        if position == "start":
+            cut = 0
+        elif position == "after_image" and self.image_anchor in text:
+            cut = text.index(self.image_anchor) + len(self.image_anchor)
+        elif position in ("after_image", "before_response"):
+            cut = len(text)  # no image: just before the first response
+        else:
+            raise ValueError(f"soft prompt position must be one of {SOFT_PROMPT_POSITIONS}, got {position!r}")
+        return [(text[:cut], kind), ("", "soft"), (text[cut:], kind), *pieces[1:]]
+
+    def _expand_images(self, ids, labels, soft, images, counts) -> dict[str, list]:
+        image_id = self.image_token_id
+        found = sum(1 for t in ids if t == image_id)
+        if found != len(images):
+            raise DataError(f"the rendered conversation has {found} image tokens but the record has {len(images)} images")
+        counts = list(counts) if counts is not None else [self.num_image_tokens(im) for im in images]
+        out_ids, out_labels, out_soft, k = [], [], [], 0
+        for t, lab, s in zip(ids, labels, soft):
+            n = 1
+            if t == image_id:
+                n, k = counts[k], k + 1
+            out_ids += [t] * n
+            out_labels += [lab if t != image_id else IGNORE_INDEX] * n
+            out_soft += [s] * n
+        return {"input_ids": out_ids, "labels": out_labels, "soft_prompt_mask": out_soft}
+
+    @property
+    def image_token_id(self) -> int:
+        return self.base_model.config.image_token_id
+
+    # ---- batches -------------------------------------------------------------------------------
+    def process_images(self, images: list) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """Image-processor outputs for the model and the token count of each image."""
+        raise NotImplementedError
+
+    def collate(self, records: list[dict], fields: set[str] | None = None, *, add_generation_prompt: bool = False,
+                padding_side: str = "right", hidden_image: bool = True) -> dict[str, Any]:
+        """Conversation records to a padded batch (``labels`` cover assistant tokens only).
+
+        A training batch without images gets one masked-out blank image (``hidden_image``; see
+        :meth:`_collate_with_hidden_image`).
+        """
+        all_images, per_record = [], []
+        for r in records:
+            images = [load_image(im) for im in record_images(r)]
+            per_record.append(images)
+            all_images += images
+        if not all_images and hidden_image and not add_generation_prompt:
+            return self._collate_with_hidden_image(records)
+        image_inputs, counts = self.process_images(all_images) if all_images else ({}, [])
+        encoded, k = [], 0
+        for r, images in zip(records, per_record):
+            enc = self.encode(r["messages"], images, add_generation_prompt=add_generation_prompt,
+                              image_token_counts=counts[k : k + len(images)])
+            k += len(images)
+            if self.max_length is not None:
+                enc = {key: v[: self.max_length] for key, v in enc.items()}
+            encoded.append(enc)
+        batch = self._pad(encoded, padding_side)
+        batch.update(image_inputs)
+        batch["index"] = torch.tensor([r.get("index", -1) for r in records])
+        return batch
+
+    def _collate_with_hidden_image(self, records: list[dict]) -> dict[str, Any]:
+        """A batch without images, plus one blank image the model sees but no token attends to.
+
+        Every rank then runs the vision tower and projector through the model's own path, in the same
+        order, forward and backward (ZeRO-3 gathers parameters collectively in call order; DDP expects
+        every trainable weight in the graph). Masked out and unlabelled, it changes no loss or gradient.
+        """
+        from PIL import Image
+
+        batch = self.collate(records, hidden_image=False)
+        image_inputs, counts = self.process_images([Image.new("RGB", (32, 32))])
+        n = counts[0]
+        extra = {"input_ids": self.image_token_id, "labels": IGNORE_INDEX, "soft_prompt_mask": False, "attention_mask": 0}
+        b = batch["input_ids"].shape[0]
+        for key, fill in extra.items():
+            pad = torch.full((b, n), fill, dtype=batch[key].dtype)
+            pad[1:] = {"input_ids": self.tokenizer.pad_token_id}.get(key, fill)  # only row 0 holds the image
+            batch[key] = torch.cat([batch[key], pad], dim=1)
+        batch.update(self.extra_text_inputs(batch["input_ids"]))
+        batch.update(image_inputs)
+        return batch
+
+    def _pad(self, encoded: list[dict], side: str) -> dict[str, torch.Tensor]:
+        width = max(len(e["input_ids"]) for e in encoded)
+        pad_values = {"input_ids": self.tokenizer.pad_token_id, "labels": IGNORE_INDEX, "soft_prompt_mask": False, "attention_mask": 0}
+        out: dict[str, list] = {k: [] for k in pad_values}
+        for e in encoded:
+            e = {**e, "attention_mask": e.get("attention_mask", [1] * len(e["input_ids"]))}
+            gap = width - len(e["input_ids"])
+            for key, fill in pad_values.items():
+                row = e[key]
+                out[key].append(row + [fill] * gap if side == "right" else [fill] * gap + row)
+        batch = {k: torch.tensor(v) for k, v in out.items()}
+        batch.update(self.extra_text_inputs(batch["input_ids"]))
+        return batch
+
+    def extra_text_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Family-specific per-token inputs (Qwen2-VL's ``mm_token_type_ids``)."""
+        return {}
+
+    def check_lengths(self, records, max_length: int | None = None) -> dict[str, int]:
+        """Pre-flight: error if truncation to ``max_length`` would cut into image tokens or leave no answer.
+
+        Raises:
+            DataError: naming the first offending record and what to change.
+        """
+        max_length = max_length if max_length is not None else self.max_length
+        longest = 0
+        for i in range(len(records)):
+            r = records[i]
+            images = [load_image(im) for im in record_images(r)]
+            enc = self.encode(r["messages"], images)
+            ids, n = enc["input_ids"], len(enc["input_ids"])
+            longest = max(longest, n)
+            if max_length is None or n <= max_length:
+                continue
+            where = r.get("index", i)
+            image_positions = [p for p, t in enumerate(ids) if t == self.image_token_id]
+            if image_positions and image_positions[-1] >= max_length:
+                raise DataError(
+                    f"record {where}: {n} tokens, of which {len(image_positions)} image tokens end at position "
+                    f"{image_positions[-1] + 1}, beyond model.max_length={max_length}; truncation would cut into the image. "
+                    "Lower the image-token budget (model.processor_kwargs, e.g. max_pixels) or raise model.max_length"
+                )
+            if all(lab == IGNORE_INDEX for lab in enc["labels"][:max_length]):
+                raise DataError(f"record {where}: {n} tokens; truncation to model.max_length={max_length} leaves no answer token")
+        return {"records": len(records), "longest": longest}
+
+    preflight = check_lengths
+
+    # ---- forward -------------------------------------------------------------------------------
+    def model_inputs(self, batch: dict) -> dict[str, Any]:
+        inputs = {k: batch[k] for k in self.model_input_names if k in batch}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
+
+    def last_hidden_state(self, batch: dict) -> torch.Tensor:
+        """``[B, T, H]`` final hidden states (after the last norm), without computing logits."""
+        with self.soft_prompt_mask(batch.get("soft_prompt_mask")):
+            return self.inner_model(**self.model_inputs(batch), use_cache=False).last_hidden_state
+
+    def image_features(self, image_inputs: dict) -> Any:
+        raise NotImplementedError
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        """Full ``[B, T, V]`` logits (the naive path; for tests and small evaluations)."""
+        return self.lm_head_module(self.last_hidden_state(batch))
+
+    def sequence_logps(self, batch: dict, chunk_size: int = 1024) -> torch.Tensor:
+        """Summed log-probs of each record's labelled (assistant) tokens: ``[B]``."""
+        from tunevl.losses import sequence_logps
+
+        return sequence_logps(self.last_hidden_state(batch), self.lm_head_module, batch["labels"], chunk_size=chunk_size)
+
