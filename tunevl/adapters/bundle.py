@@ -100,6 +100,9 @@ def save_bundle(
             "name_or_path": model_config.name_or_path,
             "revision": model_config.revision,
             "config_sha256": config_sha256(model_config.name_or_path, model_config.revision),
+            # what the processor was told at training time (Qwen2-VL's image-token budget, truncation)
+            "processor_kwargs": getattr(model_config, "processor_kwargs", None),
+            "max_length": getattr(model_config, "max_length", None),
         },
         "adapters": adapters,
         "extras": sorted(extras),
@@ -156,7 +159,10 @@ def load_bundle(
     meta = read_meta(bundle)
     name, base_rev = _base_config(bundle, meta, base_model, base_revision, check_base)
     view = load_view(
-        ModelConfig(name_or_path=name, revision=base_rev, family=meta["family"], trust_remote_code=trust_remote_code)
+        ModelConfig(
+            name_or_path=name, revision=base_rev, family=meta["family"], trust_remote_code=trust_remote_code,
+            processor_kwargs=meta["base_model"].get("processor_kwargs"), max_length=meta["base_model"].get("max_length"),
+        )
     )
     if "lora" in meta["adapters"]:
         _load_lora(view, bundle)

@@ -1,4 +1,4 @@
-"""Evaluation of dual encoders: image-text retrieval and zero-shot classification.
+"""Evaluation: image-text retrieval and zero-shot classification for dual encoders, answer accuracy for LVLMs.
 
 :func:`evaluate` picks what the data supports: retrieval when the records carry
 ``text`` or ``captions``, zero-shot classification when they carry ``label`` and the
@@ -57,6 +57,10 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
     from tunevl.train.config import EvalConfig
 
     cfg = eval_cfg if eval_cfg is not None else EvalConfig()
+    if hasattr(encoder, "sequence_logps"):  # a generative view: answer accuracy on question records
+        from tunevl.eval.generative import answer_accuracy
+
+        return answer_accuracy(encoder, dataset)
     encoder = _as_encoder(encoder, batch_size)
     n = len(dataset) if cfg.max_samples is None else min(len(dataset), cfg.max_samples)
     if n == 0:

@@ -220,8 +220,10 @@ def verify_manifest(folder: str | Path) -> None:
 
 
 # Tiny models built deterministically on first use and cached (``$TUNEVL_CACHE`` or ~/.cache/tunevl).
-BUILT_ON_DEMAND: dict[str, str] = {
-    "tiny-siglip": "tunevl.models.tiny_siglip:ensure_tiny_siglip",
+BUILT_ON_DEMAND: dict[str, tuple[str, str, tuple]] = {
+    "tiny-siglip": ("tunevl.models.tiny_siglip", "ensure_tiny_siglip", ()),
+    "tiny-llava": ("tunevl.models.tiny_lvlm", "ensure_tiny", ("tiny-llava",)),
+    "tiny-qwen2-vl": ("tunevl.models.tiny_lvlm", "ensure_tiny", ("tiny-qwen2-vl",)),
 }
 
 
@@ -235,8 +237,8 @@ def resolve_builtin(name_or_path: str) -> str:
         BuiltinModelError: the shipped files fail their SHA-256 check.
     """
     if name_or_path in BUILT_ON_DEMAND:
-        module, fn = BUILT_ON_DEMAND[name_or_path].split(":")
-        return getattr(importlib.import_module(module), fn)()
+        module, fn, args = BUILT_ON_DEMAND[name_or_path]
+        return getattr(importlib.import_module(module), fn)(*args)
     if name_or_path not in BUILTIN_MODELS:
         return name_or_path
     folder = Path(str(resources.files("tunevl") / "assets" / BUILTIN_MODELS[name_or_path])).resolve()

@@ -21,7 +21,8 @@ import torch
 
 from tunevl.adapters.bundle import git_sha, save_bundle, versions
 from tunevl.adapters.card import make_card
-from tunevl.adapters.lora import apply_lora
+from tunevl.adapters.lora import apply_lora, is_adapter_key
+from tunevl.adapters.soft_prompt import apply_soft_prompt
 from tunevl.data.preflight import build_dataset
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.errors import TrainingError
@@ -46,6 +47,9 @@ def build_view(recipe, torch_dtype=None):
     lora = recipe.lora()
     if lora is not None:
         apply_lora(view, lora)
+    soft_prompt = recipe.soft_prompt()
+    if soft_prompt is not None:
+        apply_soft_prompt(view, soft_prompt)
     trainable = [p for p in view.model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("nothing to train: the recipe has no adapters and no extra trainables")
@@ -92,7 +96,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 def _split_state(module: TrainModule, state: dict[str, torch.Tensor]):
     """Trainable tensors (TrainModule names) -> (peft state dict or None, extras)."""
     extras = {module.extra_names[n]: v for n, v in state.items() if n in module.extra_names}
-    lora = {n[len("model."):]: v for n, v in state.items() if n.startswith("model.") and "lora_" in n}
+    lora = {n[len("model."):]: v for n, v in state.items() if n.startswith("model.") and is_adapter_key(n)}
     return (lora or None), extras
 
 
@@ -143,7 +147,9 @@ def run(recipe) -> tuple[dict, TrainModule]:
     objectives = recipe.build_objectives()
     module = TrainModule(view, objectives)
     train_ds, eval_ds = build_dataset(recipe, "train", objectives), build_dataset(recipe, "eval")
-    do_eval = eval_ds is not None and (eval_cfg.retrieval or eval_cfg.zeroshot)
+    if getattr(view, "max_length", None):  # generative views: truncation must not cut into image tokens
+        view.check_lengths(train_ds)
+    do_eval = eval_ds is not None
 
     def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
         return evaluate(view, eval_ds, eval_cfg, batch_size=cfg.per_device_eval_batch_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def format_summary(metrics: dict) -> str:
     base, trained = metrics.get("base", {}), metrics.get("trained", {})
-    shown = lambda k: "_R@" in k or k.startswith("zeroshot_")  # noqa: E731
+    shown = lambda k: "_R@" in k or k.startswith(("zeroshot_", "accuracy"))  # noqa: E731
     keys = [k for k in trained if shown(k)] or [k for k in base if shown(k)]
     lines = []
     if keys:
