@@ -21,7 +21,7 @@ def load_recipe(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ())
     if not path.is_file():
         shipped = RECIPES_DIR / f"{str(recipe).removesuffix('.yaml')}.yaml"
         if not shipped.is_file():
-            raise RecipeError(f"no such recipe file, and no shipped recipe of that name (see 'tunevl recipes')", file=str(recipe))
+            raise RecipeError("no such recipe file, and no shipped recipe of that name (see 'tunevl recipes')", file=str(recipe))
         path = shipped
     return Recipe.from_file(path, overrides)
 

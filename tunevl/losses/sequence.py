@@ -13,12 +13,11 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tunevl.losses.distributed import world_info
 
-__all__ = ["IGNORE_INDEX", "sequence_token_counts", "sequence_logps", "next_token_loss", "dpo_loss"]
+__all__ = ["IGNORE_INDEX", "sequence_token_counts", "sequence_logps", "next_token_loss"]
 
 IGNORE_INDEX = -100
 

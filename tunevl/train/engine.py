@@ -42,7 +42,7 @@ class TrainModule(nn.Module):
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no decay on biases, norms (1-d) and scalars such as the logit scale."""
     decay, no_decay = [], []
-    for name, p in module.named_parameters():
+    for p in module.parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
