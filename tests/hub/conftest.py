@@ -1,4 +1,4 @@
-"""A Hub-compatible HTTP server in a thread, and trained bundles of every adapter kind.
+"""A Hub-compatible HTTP server in a thread, and trained bundles of every adapter kind and family.
 
 ``FakeHub`` keeps repos in memory (branches -> commits -> files) and answers the routes
 huggingface_hub 2.x uses for ``create_repo``, ``create_branch``, ``create_commit``,
@@ -14,12 +14,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import re
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+import torch
 
 FAKE_TOKEN = "hf_tunevlFakeToken0123456789abcdef"
 USER = "tester"
@@ -279,18 +283,135 @@ def hub(hub_server, monkeypatch, tmp_path):
 
 
 # ---- bundles of every adapter kind ----------------------------------------------------------
-# kind -> recipe overrides on top of the quickstart. A new adapter kind joins the Hub round-trip
-# matrix (push -> load, merge, card) by adding one entry here.
-BUNDLE_KINDS: dict[str, dict] = {
-    "lora": {"model.train_logit_scale": "false"},
-    "lora+logit_scale": {"model.train_logit_scale": "true"},
-}
+@dataclass(frozen=True)
+class BundleKind:
+    """One entry of the round-trip matrix: how its bundle is trained, and what its card and merge must show.
+
+    Args:
+        name: The test id (``family:adapters``; the CLIP kinds keep their short names).
+        recipe: A shipped recipe; the run is shrunk to 2 steps on a tiny model.
+        overrides: Recipe overrides on top of the shrinking ones.
+        tags: Tags the card's front matter must hold.
+        mentions: Strings the card's body must hold (adapter settings, data, a metric).
+        merge_changes: Substrings of weight names that merging must change (LoRA targets, trained modules).
+        merge_keeps: Substrings of weight names that merging must leave bit-identical.
+    """
+
+    name: str
+    recipe: str
+    overrides: dict
+    tags: frozenset
+    mentions: tuple
+    merge_changes: tuple
+    merge_keeps: tuple
+
+    @property
+    def generative(self) -> bool:
+        return self.recipe.startswith("lvlm/")
+
+    @property
+    def slug(self) -> str:
+        """The name as a repo or folder name: ``qwen2_vl:soft_prompt+lora`` -> ``qwen2_vl-soft_prompt-lora``."""
+        return re.sub(r"[^\w.-]+", "-", self.name)
+
+    def inputs(self):
+        """The fixed probe inputs: ``(images, texts)`` for dual encoders; for LVLMs two one-image
+        conversations of different lengths (so a batch has padding)."""
+        if self.generative:
+            from tunevl.data.synthetic_vqa import SyntheticVQA
+
+            ds = SyntheticVQA(4, split="eval")
+            return [ds[1], ds[2]]
+        from tunevl.data.synthetic import SyntheticShapes
+
+        ds = SyntheticShapes(num_samples=6, split="eval")
+        return [ds[i]["image"] for i in range(6)], [ds[i]["text"] for i in range(6)]
+
+    def recipe_overrides(self, out: Path, tiny_clip_path: str, quick) -> list[str]:
+        extra = {"train.eval_at_start": "false", **self.overrides}
+        if not self.generative:  # the quickstart, shrunk as tests/conftest.py's `quick` does
+            return quick(extra.pop("model.name_or_path", tiny_clip_path), out, steps=2, **extra)
+        items = {  # as tests/lvlm/test_lvlm_recipes.py shrinks the LVLM recipes
+            "train.output_dir": str(out), "train.max_steps": 2, "train.progress_bar": "false",
+            "train.per_device_train_batch_size": 4, "train.save_steps": 0, "train.learning_rate": 1e-2,
+            "train.warmup_ratio": 0.0, "data.train.num_samples": 16, "data.train.image_size": 32,
+            "data.eval.num_samples": 4, "data.eval.image_size": 32, **extra,
+        }
+        return [f"{k}={v}" for k, v in items.items()]
+
+    # ---- probes: what a loaded bundle computes on fixed inputs ---------------------------------
+    def outputs(self, model) -> dict:
+        """Dual encoders: image/text embeddings, logit scale (and bias). LVLMs: log-probs of fixed
+        conversations and greedily generated text."""
+        view = model.view
+        with torch.no_grad():
+            if self.generative:
+                records = self.inputs()
+                out = {"logps": view.sequence_logps(view.collate(records, {"messages"}))}
+                out["text"] = model.generate(records[0]["images"], "How many circles?", max_new_tokens=6, min_new_tokens=4)
+                return out
+            images, texts = self.inputs()
+            out = {"images": model.embed_images(images), "texts": model.embed_texts(texts), "scale": view.logit_scale()}
+            if view.logit_bias() is not None:
+                out["bias"] = view.logit_bias()
+            return out
+
+    def base_outputs(self, meta: dict) -> dict:
+        """``outputs`` of the bundle's base model without any adapter."""
+        from tunevl.models import ModelConfig, load_view
+
+        base = meta["base_model"]
+        view = load_view(ModelConfig(base["name_or_path"], family=meta["family"], processor_kwargs=base.get("processor_kwargs"),
+                                     max_length=base.get("max_length")))
+        view.model.eval()
+        return self.outputs(view.inference_class()(view))
+
+    @staticmethod
+    def assert_same(got: dict, want: dict) -> None:
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            assert torch.equal(got[key], value) if isinstance(value, torch.Tensor) else got[key] == value, key
 
 
-@pytest.fixture(params=sorted(BUNDLE_KINDS))
-def kind(request) -> str:
+_CLIP_MERGE = dict(merge_changes=("self_attn.q_proj.weight",), merge_keeps=("mlp.fc1",))
+KINDS = [
+    BundleKind("lora", "quickstart", {"model.train_logit_scale": "false"},
+               frozenset({"tunevl", "clip", "lora", "peft", "contrastive"}), ("r=8", "synthetic_shapes", "i2t_R@1"), **_CLIP_MERGE),
+    BundleKind("lora+logit_scale", "quickstart", {"model.train_logit_scale": "true"},
+               frozenset({"tunevl", "clip", "lora", "contrastive"}), ("r=8", "synthetic_shapes", "i2t_R@1"), **_CLIP_MERGE),
+    BundleKind("siglip:lora+scale_bias", "quickstart",
+               {"model.name_or_path": "tiny-siglip", "model.train_logit_scale": "true", "objectives.0._component_": "sigmoid"},
+               frozenset({"tunevl", "siglip", "lora", "sigmoid"}), ("r=8", "synthetic_shapes", "i2t_R@1"), **_CLIP_MERGE),
+    BundleKind("llava:lora+projector", "lvlm/llava_sft_lora", {"model.name_or_path": "tiny-llava"},
+               frozenset({"tunevl", "llava", "lora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
+               merge_changes=("language_model.layers.0.self_attn.q_proj", "language_model.layers.1.mlp.down_proj",
+                              "multi_modal_projector.linear_1"),
+               merge_keeps=("vision_tower.", "embed_tokens", "lm_head")),
+    BundleKind("qwen2_vl:soft_prompt+lora", "lvlm/qwen2_vl_soft_prompt_lora", {"model.name_or_path": "tiny-qwen2-vl"},
+               frozenset({"tunevl", "qwen2_vl", "lora", "soft-prompt", "next_token"}), ("r=8", "synthetic_vqa", "accuracy"),
+               merge_changes=("language_model.layers.0.self_attn.q_proj", "visual.blocks.1.attn.qkv"),
+               merge_keeps=("language_model.layers.0.mlp", "visual.merger", "embed_tokens", "lm_head")),
+]
+# A new adapter kind or family joins the Hub round-trip matrix (push -> load, card, merge) by adding one entry.
+BUNDLE_KINDS: dict[str, BundleKind] = {k.name: k for k in KINDS}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_cache(tmp_path_factory):
+    """Tiny models built on demand (tiny-siglip, tiny-llava, tiny-qwen2-vl) go to a session folder, not ~/.cache."""
+    previous = os.environ.get("TUNEVL_CACHE")
+    os.environ["TUNEVL_CACHE"] = str(tmp_path_factory.mktemp("tunevl_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("TUNEVL_CACHE", None)
+    else:
+        os.environ["TUNEVL_CACHE"] = previous
+
+
+@pytest.fixture(params=list(BUNDLE_KINDS))
+def kind(request) -> BundleKind:
     """Each adapter kind of the round-trip matrix."""
-    return request.param
+    return BUNDLE_KINDS[request.param]
 
 
 @pytest.fixture(scope="session")
@@ -300,21 +421,23 @@ def _built_bundles() -> dict:
 
 @pytest.fixture
 def bundle_of(tiny_clip_path, tmp_path_factory, quick, _built_bundles):
-    """``bundle_of(kind) -> Path``: a bundle trained for 2 steps, built once per kind per session.
+    """``bundle_of(kind) -> Path`` (a ``BundleKind`` or its name): a bundle trained for 2 steps, built once
+    per kind per session.
 
     Tests must not modify it; copy it first (``shutil.copytree``).
     """
     import tunevl
     from tunevl.train.loop import run
 
-    def get(kind: str) -> Path:
-        if kind not in _built_bundles:
-            out = tmp_path_factory.mktemp("bundles") / kind.replace("+", "_")
-            extra = {"train.eval_at_start": "false", **BUNDLE_KINDS[kind]}
-            recipe = tunevl.load_recipe("quickstart", quick(tiny_clip_path, out, steps=2, **extra))
+    def get(kind: BundleKind | str) -> Path:
+        kind = BUNDLE_KINDS[kind] if isinstance(kind, str) else kind
+        if kind.name not in _built_bundles:
+            out = tmp_path_factory.mktemp("bundles") / kind.slug
+            recipe = tunevl.load_recipe(kind.recipe, kind.recipe_overrides(out, tiny_clip_path, quick))
             recipe.validate()
             run(recipe)
-            _built_bundles[kind] = out
-        return _built_bundles[kind]
+            _built_bundles[kind.name] = out
+        return _built_bundles[kind.name]
 
     return get
+

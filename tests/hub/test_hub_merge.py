@@ -1,61 +1,112 @@
-"""``tunevl merge``: a checkpoint plain transformers loads, equal to bundle + base, for every adapter kind."""
+"""``tunevl merge``: a checkpoint plain transformers loads, equal to bundle + base, for every adapter kind and family."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 from safetensors.torch import load_file
 from torch import nn
 
 import tunevl
-from tunevl.adapters.merge import merge, restore_shapes, split_extras
-from tunevl.data.synthetic import SyntheticShapes
+from tunevl.adapters.card import _FAMILY_INFO
+from tunevl.adapters.merge import detach_tunevl_modules, merge, restore_shapes, split_extras
+from tunevl.models.tiny import resolve_builtin
 
 
-def test_merged_checkpoint_matches_bundle(bundle_of, kind, tmp_path, tiny_clip_path):
-    from transformers import AutoProcessor, CLIPModel
-
+def test_merged_checkpoint_matches_bundle(bundle_of, kind, tmp_path):
     bundle = bundle_of(kind)
-    out = merge(bundle, tmp_path / "merged")
-    plain = CLIPModel.from_pretrained(out).eval()
-    processor = AutoProcessor.from_pretrained(out)
-
-    base_sd = CLIPModel.from_pretrained(tiny_clip_path).state_dict()
-    merged_sd = plain.state_dict()
-    assert set(merged_sd) == set(base_sd)  # no lora_* or base_layer keys left
-    assert merged_sd["logit_scale"].shape == base_sd["logit_scale"].shape == ()
-    assert all(v.dtype == base_sd[k].dtype for k, v in merged_sd.items())
     meta = json.loads((bundle / "tunevl.json").read_text())
-    if "logit_scale" in meta["extras"]:
-        trained = load_file(bundle / "tunevl_extras.safetensors")["logit_scale"]
-        assert torch.equal(merged_sd["logit_scale"], trained) and not torch.equal(trained, base_sd["logit_scale"])
-    else:
-        assert torch.equal(merged_sd["logit_scale"], base_sd["logit_scale"])
-    changed = [k for k in base_sd if "encoder.layers" in k and not torch.equal(merged_sd[k], base_sd[k])]
-    assert any("q_proj.weight" in k for k in changed) and not any("fc1" in k for k in changed)
+    hf_class = getattr(transformers, _FAMILY_INFO[meta["family"]][1])
+    out = merge(bundle, tmp_path / "merged")
+    plain = hf_class.from_pretrained(out).eval()
 
-    ds = SyntheticShapes(num_samples=6, split="eval")
-    images, texts = [ds[i]["image"] for i in range(6)], [ds[i]["text"] for i in range(6)]
+    base_path = Path(resolve_builtin(meta["base_model"]["name_or_path"]))
+    base_sd = hf_class.from_pretrained(base_path).state_dict()
+    merged_sd = plain.state_dict()
+    # No lora_*, base_layer, modules_to_save or soft-prompt keys (from_pretrained would drop them silently).
+    assert set(merged_sd) == set(base_sd)
+    assert set(load_file(out / "model.safetensors")) == set(load_file(base_path / "model.safetensors"))
+    assert all(v.shape == base_sd[k].shape and v.dtype == base_sd[k].dtype for k, v in merged_sd.items())
+    trained = load_file(bundle / "tunevl_extras.safetensors") if meta["extras"] else {}
+    for name in ("logit_scale", "logit_bias"):
+        if name in trained:
+            assert torch.equal(merged_sd[name], trained[name]) and not torch.equal(trained[name], base_sd[name])
+        elif name in base_sd:
+            assert torch.equal(merged_sd[name], base_sd[name])
+    changed = {k for k in base_sd if not torch.equal(merged_sd[k], base_sd[k])}
+    for part in kind.merge_changes:
+        assert any(part in k for k in changed), f"merging changed no weight named *{part}*"
+    for part in kind.merge_keeps:
+        assert not any(part in k for k in changed), f"merging changed {sorted(k for k in changed if part in k)}"
+
     ref = tunevl.load(bundle)
+    if kind.generative:
+        _check_generative(plain, ref, kind, out)
+    else:
+        _check_dual_encoder(plain, ref, kind, out)
+
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and f"{hf_class.__name__}.from_pretrained" in card
+    unmerged = [e for e in meta["extras"] if e not in base_sd]  # e.g. soft prompts: kept beside the weights
+    side = out / "tunevl_extras.safetensors"
+    assert ("Not merged" in card) == bool(unmerged) == side.exists()
+    if unmerged:  # the side file holds exactly the soft-prompt tensors, as trained
+        kept = load_file(side)
+        assert sorted(kept) == sorted(unmerged) == [e for e in meta["extras"] if e.startswith("soft_prompt.")]
+        assert all(torch.equal(kept[k], trained[k]) for k in kept)
+
+
+def _check_dual_encoder(plain, ref, kind, out):
+    """The merged model, fed by the merged folder's own processor, gives the bundle's embeddings and logits."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(out)
+    images, texts = kind.inputs()
+    siglip = ref.view.family == "siglip"  # SigLIP pads to max_length and pools the last position, as trained
     with torch.no_grad():
         px = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        tok = processor.tokenizer(texts, padding=True, return_tensors="pt")
+        tok = processor(text=texts, padding="max_length", return_tensors="pt") if siglip else \
+            processor.tokenizer(texts, padding=True, return_tensors="pt")
+        tok = {k: v for k, v in tok.items() if k in ("input_ids", "attention_mask")}
         img = F.normalize(plain.get_image_features(pixel_values=px).pooler_output, dim=-1)
         txt = F.normalize(plain.get_text_features(**tok).pooler_output, dim=-1)
         logits = plain(pixel_values=px, **tok).logits_per_image
     want_img, want_txt = ref.embed_images(images), ref.embed_texts(texts)
     assert torch.allclose(img, want_img, atol=1e-5) and torch.allclose(txt, want_txt, atol=1e-5)
-    assert torch.allclose(logits, ref.view.logit_scale() * want_img @ want_txt.T, atol=1e-4)
+    bias = ref.view.logit_bias()
+    want = ref.view.logit_scale() * want_img @ want_txt.T + (bias if bias is not None else 0)
+    assert torch.allclose(logits, want, atol=1e-4)
 
-    card = (out / "README.md").read_text()
-    assert "library_name: transformers" in card and "CLIPModel.from_pretrained" in card
-    unmerged = [e for e in meta["extras"] if e not in base_sd]  # e.g. soft prompts: kept beside the weights
-    side = out / "tunevl_extras.safetensors"
-    assert ("Not merged" in card) == bool(unmerged) == side.exists()
-    if unmerged:
-        assert sorted(load_file(side)) == sorted(unmerged)
+
+def _check_generative(plain, ref, kind, out):
+    """The merged model gives the logits of bundle + base (the soft prompt, which cannot merge, switched off)."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    view = ref.view
+    batch = view.collate(kind.inputs(), {"messages"})
+    soft = batch.pop("soft_prompt_mask")
+    with torch.no_grad():
+        got = plain(**view.model_inputs(batch)).logits
+        want = view.logits(batch)  # without the mask, soft-prompt slots keep their placeholder embeddings
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        if soft.any():  # the soft prompt is what the merged model lacks
+            assert not torch.allclose(view.logits({**batch, "soft_prompt_mask": soft}), want, atol=1e-3)
+    # The merged folder's processor pieces load with plain transformers and prepare inputs as tunevl does.
+    images = kind.inputs()[0]["images"]
+    pixels = AutoImageProcessor.from_pretrained(out)(images, return_tensors="pt")["pixel_values"]
+    assert torch.equal(pixels, view.process_images(images)[0]["pixel_values"])
+    text = "How many circles?"
+    assert AutoTokenizer.from_pretrained(out)(text)["input_ids"] == view.tokenizer(text)["input_ids"]
+    # AutoProcessor must build the family's transformers class (Qwen2-VL's also needs torchvision for its
+    # video processor, whose settings the saved config must therefore carry).
+    config = json.loads((out / "processor_config.json").read_text())
+    assert config["processor_class"] == {"llava": "LlavaProcessor", "qwen2_vl": "Qwen2VLProcessor"}[view.family]
+    wanted = getattr(transformers, config["processor_class"]).get_attributes()
+    assert set(wanted) <= set(config) | {"tokenizer"}
 
 
 def test_cli_merge_writes_a_loadable_checkpoint(bundle_of, tmp_path, capsys):
@@ -113,3 +164,11 @@ def test_restore_shapes_undoes_the_deepspeed_reshape(tiny_clip_path):
     assert restore_shapes(model) == ["logit_scale"]
     assert model.logit_scale.shape == () and torch.equal(model.logit_scale.detach(), value)
     assert restore_shapes(model) == []
+
+
+def test_tunevl_modules_are_detached_before_saving():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    model[0].tunevl_soft_prompt = nn.Linear(1, 1)
+    model[0].tunevl_soft_prompt.tunevl_inner = nn.Linear(1, 1)
+    assert detach_tunevl_modules(model) == ["0.tunevl_soft_prompt"]
+    assert sorted(model.state_dict()) == ["0.bias", "0.weight", "1.bias", "1.weight"]

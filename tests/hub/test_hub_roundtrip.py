@@ -1,4 +1,4 @@
-"""Push -> load by repo id, for every adapter kind (the ``kind`` fixture: ``BUNDLE_KINDS`` in conftest.py)."""
+"""Push -> load by repo id, for every adapter kind and family (the ``kind`` fixture: ``BUNDLE_KINDS`` in conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,19 @@ import re
 import shutil
 
 import torch
+from safetensors.torch import load_file
 
 import tunevl
-from tunevl.data.synthetic import SyntheticShapes
+from tunevl.adapters.card import USAGE_PROMPT
 from tunevl.hub import push
-from tunevl.models import ModelConfig, load_view
-
-
-def _probe():
-    ds = SyntheticShapes(num_samples=6, split="eval")
-    return [ds[i]["image"] for i in range(6)], [ds[i]["text"] for i in range(6)]
 
 
 def _outputs(model):
-    images, texts = _probe()
+    """Image/text embeddings and logit scale of a CLIP bundle (for the CLIP-only tests below)."""
+    from tunevl.data.synthetic import SyntheticShapes
+
+    ds = SyntheticShapes(num_samples=6, split="eval")
+    images, texts = [ds[i]["image"] for i in range(6)], [ds[i]["text"] for i in range(6)]
     return model.embed_images(images), model.embed_texts(texts), model.view.logit_scale()
 
 
@@ -37,7 +36,7 @@ def test_push_then_load_by_repo_id_matches_local(hub, bundle_of, kind, tmp_path,
     (bundle / "checkpoint-1" / "training_state").mkdir(parents=True)
     (bundle / "checkpoint-1" / "training_state" / "rng_rank0.pt").write_bytes(b"pickle")
     (bundle / "stray.bin").write_bytes(b"pickle")
-    repo = f"tester/roundtrip-{kind.replace('+', '-')}"
+    repo = f"tester/roundtrip-{kind.slug}"
 
     url = push(bundle, repo)
     assert url.startswith(hub.endpoint) and repo in url
@@ -52,15 +51,20 @@ def test_push_then_load_by_repo_id_matches_local(hub, bundle_of, kind, tmp_path,
         assert hub.files(repo)[name] == (bundle / name).read_bytes(), name
 
     from_hub, local = tunevl.load(repo), tunevl.load(bundle)
-    assert any(r.startswith("GET /tester/roundtrip") and r.endswith("adapter_model.safetensors") for r in hub.log)
-    for got, want in zip(_outputs(from_hub), _outputs(local)):
-        assert torch.equal(got, want)
+    assert type(from_hub) is type(local) and hasattr(local, "generate") == kind.generative
+    assert any(r.startswith(f"GET /{repo}/") and r.endswith("adapter_model.safetensors") for r in hub.log)
+    got = kind.outputs(from_hub)
+    kind.assert_same(got, kind.outputs(local))
+    if meta["extras"]:  # the side file came from the Hub and is in the model
+        saved = load_file(bundle / "tunevl_extras.safetensors")
+        assert sorted(saved) == meta["extras"]
+        for name, value in saved.items():
+            live = from_hub.view.soft_prompt.weight if name.startswith("soft_prompt.") else getattr(from_hub.view.base_model, name)
+            assert torch.equal(live.detach().reshape(value.shape), value), name
     # The adapter is live: the loaded model differs from the plain base.
-    images, _ = _probe()
-    base = load_view(ModelConfig(meta["base_model"]["name_or_path"]))
-    with torch.no_grad():
-        plain = base.encode_images(base.preprocess_images(images))
-    assert not torch.allclose(plain, from_hub.embed_images(images), atol=1e-4)
+    base = kind.base_outputs(meta)
+    first = next(iter(got))
+    assert not torch.allclose(got[first], base[first], atol=1e-4)
 
     # The token was used (so the check below means something) and never stored or logged.
     assert f"Bearer {hub.token}" in hub.seen_auth
@@ -76,18 +80,21 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
     from PIL import Image
 
     bundle = bundle_of(kind)
-    repo = f"tester/card-{kind.replace('+', '-')}"
+    repo = f"tester/card-{kind.slug}"
     push(bundle, repo, license="apache-2.0")
     card = hub.files(repo)["README.md"].decode()
     data = ModelCard(card).data.to_dict()
     meta = json.loads((bundle / "tunevl.json").read_text())
     base = meta["base_model"]["name_or_path"]
     assert data["library_name"] == "tunevl" and data["license"] == "apache-2.0"
-    assert {"tunevl", "clip", "lora", "contrastive"} <= set(data["tags"])
-    assert "base_model" not in data  # a local folder is no Hub id; the body names it instead
+    assert kind.tags <= set(data["tags"]) and meta["family"] in data["tags"]
+    pipeline = "image-text-to-text" if kind.generative else "zero-shot-image-classification"
+    assert data["pipeline_tag"] == pipeline
+    assert "base_model" not in data  # a local folder or a tunevl built-in is no Hub id; the body names it instead
     assert f"`{base}`" in card and "## What was trained" in card and "## Results" in card
-    assert "r=8" in card and "synthetic_shapes" in card and "i2t_R@1" in card
+    assert all(m in card for m in kind.mentions), [m for m in kind.mentions if m not in card]
     assert (bundle / "recipe.yaml").read_text().rstrip() in card
+    assert ("local folder" in card) == (base not in ("tiny-siglip", "tiny-llava", "tiny-qwen2-vl"))
 
     # The copy-paste snippets run as printed.
     monkeypatch.chdir(tmp_path)
@@ -95,18 +102,35 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
     blocks = re.findall(r"```python\n(.*?)```", card, re.S)
     namespace: dict = {}
     exec(blocks[0], namespace)  # the tunevl.load(repo) block
-    assert namespace["probs"].shape == (1, 2) and namespace["image_embeds"].shape[0] == 1
-    want = tunevl.load(bundle).embed_images(["cat.jpg"])
-    assert torch.equal(namespace["image_embeds"], want)
+    local = tunevl.load(bundle)
+    if kind.generative:
+        assert "embed_images" not in card and f'model.generate(["cat.jpg"], "{USAGE_PROMPT}")' in blocks[0]
+        assert isinstance(namespace["answer"], str) and namespace["answer"] == local.generate(["cat.jpg"], USAGE_PROMPT)
+        # A tiny model may stop at once: compare some forced tokens too.
+        forced = dict(max_new_tokens=6, min_new_tokens=4)
+        text = namespace["model"].generate(["cat.jpg"], USAGE_PROMPT, **forced)
+        assert text and text == local.generate(["cat.jpg"], USAGE_PROMPT, **forced)
+    else:
+        assert "generate(" not in card
+        assert namespace["probs"].shape == (1, 2) and namespace["image_embeds"].shape[0] == 1
+        assert torch.equal(namespace["image_embeds"], local.embed_images(["cat.jpg"]))
     if meta["extras"]:
-        assert "PeftModel" not in card and "silently miss `logit_scale`" in card
-    else:  # LoRA-only: plain peft straight from the Hub repo gives the same image features
+        assert "PeftModel" not in card and f"silently miss `{meta['extras'][0]}`" in card
+    else:  # LoRA only (projector copies included): plain peft straight from the Hub repo computes the same
         peft_block = next(b for b in blocks if "PeftModel" in b)
         exec(peft_block, namespace)
-        pixel = tunevl.load(bundle).view.preprocess_images(["cat.jpg"])
+        plain = namespace["model"].eval()
         with torch.no_grad():
-            feats = namespace["model"].get_image_features(pixel_values=pixel).pooler_output
-        assert torch.allclose(torch.nn.functional.normalize(feats, dim=-1), want, atol=1e-6)
+            if kind.generative:
+                batch = local.view.collate(kind.inputs(), {"messages"})
+                got, want = plain(**local.view.model_inputs(batch)).logits, local.view.logits(batch)
+            else:
+                pixel = local.view.preprocess_images(["cat.jpg"])
+                got = torch.nn.functional.normalize(plain.get_image_features(pixel_values=pixel).pooler_output, dim=-1)
+                want = local.embed_images(["cat.jpg"])
+        assert torch.allclose(got, want, atol=1e-6)
+    if kind.generative and meta["extras"]:
+        assert "cannot be merged" in card and "tunevl_extras.safetensors" in card
 
 
 def test_card_front_matter_names_a_hub_base_model(bundle_of):
@@ -181,3 +205,28 @@ def test_card_of_a_builtin_base_has_runnable_plain_snippets(bundle_of):
     namespace: dict = {}
     exec(peft_block.split("model = PeftModel")[0], namespace)  # the base loads with plain transformers
     assert type(namespace["base"]).__name__ == "CLIPModel"
+
+
+def test_card_of_an_lvlm_on_a_hub_base(bundle_of):
+    from huggingface_hub import ModelCard
+
+    from tunevl.adapters.card import make_card, make_merged_card
+
+    meta = json.loads((bundle_of("llava:lora+projector") / "tunevl.json").read_text())
+    meta["base_model"]["name_or_path"] = "llava-hf/llava-1.5-7b-hf"
+    card = make_card(meta, None, None, repo_id="me/llava-lora")
+    data = ModelCard(card).data
+    assert data.base_model == "llava-hf/llava-1.5-7b-hf" and data.pipeline_tag == "image-text-to-text"
+    assert {"tunevl", "llava", "lora"} <= set(data.tags)
+    assert 'LlavaForConditionalGeneration.from_pretrained("llava-hf/llava-1.5-7b-hf")' in card
+    assert 'PeftModel.from_pretrained(base, "me/llava-lora")' in card and 'AutoProcessor.from_pretrained("merged")' in card
+    assert "embed_images" not in card and "classify" not in card
+
+    meta = json.loads((bundle_of("qwen2_vl:soft_prompt+lora") / "tunevl.json").read_text())
+    meta["base_model"]["name_or_path"] = "Qwen/Qwen2-VL-2B-Instruct"
+    card = make_card(meta, None, None, repo_id="me/qwen-sp")
+    assert "PeftModel" not in card and "soft-prompt" in ModelCard(card).data.tags
+    assert "`soft_prompt.after_image`) is not a weight of the model and cannot be merged" in card
+    merged = make_merged_card(meta, None, "me/qwen-sp", "tunevl_extras.safetensors", ["soft_prompt.after_image"])
+    assert 'Qwen2VLForConditionalGeneration.from_pretrained("path/to/this/folder")' in merged
+    assert "## Not merged" in merged and "does not compute what the bundle does" in merged

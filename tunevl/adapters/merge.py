@@ -1,8 +1,9 @@
 """Fold a bundle into its base model: a checkpoint that loads with plain ``transformers``.
 
-LoRA is merged into the weights (``merge_and_unload``), and extras that are parameters of the
-base model (CLIP's logit scale) are already in place once the bundle is loaded. Parameters that
-tunevl reshaped for training (the 0-dim logit scale becomes ``[1]`` for DeepSpeed) get their
+LoRA is merged into the weights (``merge_and_unload``; peft ``modules_to_save`` copies such as an
+LVLM projector replace the originals), and extras that are parameters of the base model (CLIP's
+logit scale, SigLIP's scale and bias) are already in place once the bundle is loaded. Parameters
+that tunevl reshaped for training (the 0-dim logit scale becomes ``[1]`` for DeepSpeed) get their
 original shapes back. Extras that are not weights of the base model (soft prompts) cannot be
 merged; they are kept in a side file, and the card says so.
 """
@@ -30,6 +31,41 @@ def split_extras(model: nn.Module, names: list[str]) -> tuple[list[str], list[st
     params = dict(model.named_parameters())
     merged = [n for n in names if n in params]
     return merged, [n for n in names if n not in params]
+
+
+def detach_tunevl_modules(model: nn.Module) -> list[str]:
+    """Remove the modules tunevl attached inside ``model`` (named ``tunevl_*``, e.g. the soft prompt);
+    returns their qualified names. They are not weights of the base architecture, so a merged
+    checkpoint must not carry them (plain transformers would report them as unexpected keys)."""
+    removed: list[str] = []
+    for name, _ in list(model.named_modules()):
+        if name.rpartition(".")[2].startswith("tunevl_") and not any(name.startswith(r + ".") for r in removed):
+            parent, _, attr = name.rpartition(".")
+            delattr(model.get_submodule(parent) if parent else model, attr)
+            removed.append(name)
+    return removed
+
+
+def save_processor(processor, out: Path) -> None:
+    """Save ``processor`` so that plain ``AutoProcessor`` rebuilds the family's own transformers class.
+
+    tunevl may hold a subclass (Qwen2-VL's image-only processor, which leaves out the video
+    processor that needs torchvision). The saved config then names the transformers class it
+    derives from, and a video processor the subclass left out is described by the image
+    processor's settings, from which transformers infers it (as for Qwen2-VL checkpoints saved
+    before video processors existed).
+    """
+    processor.save_pretrained(out)
+    plain = next(c for c in type(processor).__mro__ if c.__module__.startswith("transformers."))
+    path = out / "processor_config.json"
+    if plain is type(processor) or not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    config["processor_class"] = plain.__name__
+    wanted = plain.get_attributes() if hasattr(plain, "get_attributes") else []
+    if "video_processor" in wanted and "video_processor" not in config and "image_processor" in config:
+        config["video_processor"] = dict(config["image_processor"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def restore_shapes(model: nn.Module) -> list[str]:
@@ -91,14 +127,16 @@ def merge(
     view = load_bundle(
         source, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision
     )
-    model = view.model
+    # Add the LoRA deltas in float32 whatever dtype the view was loaded in; cast to the target dtype on saving.
+    model = view.model.float()
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.requires_grad_(False)
     cap = getattr(view, "max_logit_scale", None)
-    if cap is not None:  # tunevl clamps CLIP's scale in its forward; plain transformers does not
+    if cap is not None:  # tunevl clamps CLIP's scale in its forward; plain transformers does not (SigLIP: no clamp)
         with torch.no_grad():
             model.logit_scale.clamp_(max=cap)
+    detach_tunevl_modules(model)
     reshaped = restore_shapes(model)
     _, unmerged = split_extras(model, meta.get("extras", []))
     base = view.config
@@ -108,7 +146,7 @@ def merge(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     if getattr(view, "processor", None) is not None:
-        view.processor.save_pretrained(out)
+        save_processor(view.processor, out)
     side_file = None
     if unmerged:
         side_file = EXTRAS_FILE
