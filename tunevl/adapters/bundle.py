@@ -139,6 +139,7 @@ def load_bundle(
     check_base: bool = True,
     base_model: str | None = None,
     base_revision: str | None = None,
+    torch_dtype: torch.dtype | None = None,
 ):
     """Rebuild the family view of a bundle (base model + adapters + extras), in eval mode.
 
@@ -150,6 +151,7 @@ def load_bundle(
         base_model: Load the adapters onto this copy of the base instead of the recorded id or path
             (for example a local folder, when the bundle was trained elsewhere).
         base_revision: Revision of ``base_model`` (default: the recorded one when the id is the recorded id).
+        torch_dtype: Load the base in this dtype (default: the family's choice, bf16 for LVLMs on a GPU).
     """
     from safetensors.torch import load_file
 
@@ -162,7 +164,8 @@ def load_bundle(
         ModelConfig(
             name_or_path=name, revision=base_rev, family=meta["family"], trust_remote_code=trust_remote_code,
             processor_kwargs=meta["base_model"].get("processor_kwargs"), max_length=meta["base_model"].get("max_length"),
-        )
+        ),
+        torch_dtype=torch_dtype,
     )
     if "lora" in meta["adapters"]:
         _load_lora(view, bundle)

@@ -125,9 +125,9 @@ def merge(
     source = _local_bundle(bundle, revision)
     meta = read_meta(source)
     view = load_bundle(
-        source, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision
+        source, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision,
+        torch_dtype=torch.float32,  # never round the base before adding the deltas; cast on saving
     )
-    # Add the LoRA deltas in float32 whatever dtype the view was loaded in; cast to the target dtype on saving.
     model = view.model.float()
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
