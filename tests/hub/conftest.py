@@ -337,7 +337,9 @@ class BundleKind:
             "train.warmup_ratio": 0.0, "data.train.num_samples": 16, "data.train.image_size": 32,
             "data.eval.num_samples": 4, "data.eval.image_size": 32, **extra,
         }
-        return [f"{k}={v}" for k, v in items.items()]
+        synthetic = ["data.train={_component_: synthetic_vqa, split: train}",  # the recipes read your JSONL
+                     "data.eval={_component_: synthetic_vqa, split: eval}"]
+        return synthetic + [f"{k}={v}" for k, v in items.items()]
 
     # ---- probes: what a loaded bundle computes on fixed inputs ---------------------------------
     def outputs(self, model) -> dict:

@@ -22,6 +22,10 @@ PRESETS = Path(tunevl.__file__).parent / "recipes" / "deepspeed"
 STEPS, SEED = 4, 3
 
 
+SYNTHETIC_VQA = ["data.train={_component_: synthetic_vqa, split: train}",  # the recipes read your JSONL;
+                 "data.eval={_component_: synthetic_vqa, split: eval}"]     # tests swap in synthetic questions
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,7 +56,7 @@ def test_zero3_two_processes_mixed_image_batches(recipe, tiny, tmp_path):
         **{f"data.train.{k}": v for k, v in data.items()},
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "tunevl", "train", recipe, *[f"{k}={v}" for k, v in overrides.items()], "~data.eval"]
+           "--master_port", str(_free_port()), "-m", "tunevl", "train", recipe, *SYNTHETIC_VQA, *[f"{k}={v}" for k, v in overrides.items()], "~data.eval"]
     proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     info = json.loads((out / "metrics.json").read_text())

@@ -13,6 +13,10 @@ from tunevl.models import load_view
 pytestmark = pytest.mark.slow
 
 
+SYNTHETIC_VQA = ["data.train={_component_: synthetic_vqa, split: train}",  # the recipes read your JSONL;
+                 "data.eval={_component_: synthetic_vqa, split: eval}"]     # tests swap in synthetic questions
+
+
 def _train(out, blank: bool, lvlm_loop):
     overrides = {
         "model.name_or_path": "tiny-llava", "train.output_dir": str(out), "train.max_steps": 200,
@@ -20,7 +24,7 @@ def _train(out, blank: bool, lvlm_loop):
         "train.gradient_checkpointing": "false", "train.save_steps": 0, "train.progress_bar": "false",
         "data.train.num_samples": 4096, "data.train.image_size": 32, "data.train.blank_images": str(blank).lower(),
     }
-    recipe = tunevl.load_recipe("lvlm/llava_sft_lora", [f"{k}={v}" for k, v in overrides.items()] + ["~data.eval"])
+    recipe = tunevl.load_recipe("lvlm/llava_sft_lora", SYNTHETIC_VQA + [f"{k}={v}" for k, v in overrides.items()] + ["~data.eval"])
     recipe.validate()
     return lvlm_loop.run(recipe)[1].view, recipe
 

@@ -21,6 +21,10 @@ RECIPES = {
 }
 
 
+SYNTHETIC_VQA = ["data.train={_component_: synthetic_vqa, split: train}",  # the recipes read your JSONL;
+                 "data.eval={_component_: synthetic_vqa, split: eval}"]     # tests swap in synthetic questions
+
+
 def tiny_overrides(model, out, steps=3, **extra):
     items = {
         "model.name_or_path": model, "train.output_dir": str(out), "train.max_steps": steps, "train.progress_bar": "false",
@@ -29,7 +33,7 @@ def tiny_overrides(model, out, steps=3, **extra):
         "data.eval.num_samples": 4, "data.eval.image_size": 32,
     }
     items.update(extra)
-    return [f"{k}={v}" for k, v in items.items()]
+    return SYNTHETIC_VQA + [f"{k}={v}" for k, v in items.items()]
 
 
 def test_recipes_name_real_checkpoints():
