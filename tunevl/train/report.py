@@ -9,12 +9,14 @@ def format_summary(metrics: dict) -> str:
     keys = [k for k in trained if shown(k)] or [k for k in base if shown(k)]
     lines = []
     if keys:
-        lines.append(f"{'metric':<12}{'untrained':>12}{'trained':>12}{'change':>10}")
+        width = max(12, *(len(k) + 2 for k in keys))
+        digits = 1 if any("_R@" in k or k.startswith("zeroshot_") for k in keys) else 3  # percentages vs fractions
+        lines.append(f"{'metric':<{width}}{'untrained':>12}{'trained':>12}{'change':>10}")
         for k in keys:
             b, t = base.get(k), trained.get(k)
-            fmt = lambda v: f"{v:12.1f}" if v is not None else f"{'-':>12}"  # noqa: E731
-            change = f"{t - b:+10.1f}" if b is not None and t is not None else f"{'':>10}"
-            lines.append(f"{k:<12}{fmt(b)}{fmt(t)}{change}")
+            fmt = lambda v: f"{v:12.{digits}f}" if v is not None else f"{'-':>12}"  # noqa: E731
+            change = f"{t - b:+10.{digits}f}" if b is not None and t is not None else f"{'':>10}"
+            lines.append(f"{k:<{width}}{fmt(b)}{fmt(t)}{change}")
     info = metrics.get("train", {})
     if info:
         lines.append(f"steps: {info.get('steps')}  final loss: {info.get('final_loss'):.4f}  time: {info.get('seconds_this_run')} s"
