@@ -112,17 +112,18 @@ class TorchEngine:
         )
         self.scheduler = make_scheduler(cfg, self.optimizer, total_steps)
 
-    def forward(self, batch, sync: bool) -> dict[str, torch.Tensor]:
-        no_sync = self.wrapped.no_sync if (not sync and self.wrapped is not self.module) else contextlib.nullcontext
-        self._sync_ctx = no_sync()
-        self._sync_ctx.__enter__()
-        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-        with autocast:
+    def accumulate(self, sync: bool):
+        """Context of one micro-batch's forward and backward; DDP all-reduces gradients only when ``sync``."""
+        if sync or self.wrapped is self.module:
+            return contextlib.nullcontext()
+        return self.wrapped.no_sync()
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.wrapped(batch)
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.cfg.gradient_accumulation_steps).backward()
-        self._sync_ctx.__exit__(None, None, None)
 
     def step(self) -> None:
         if self.cfg.max_grad_norm > 0:
@@ -166,7 +167,10 @@ class DeepSpeedEngine:
         empty = sum(1 for p in params if p.numel() == 0)  # a partitioned parameter is (0,) outside its forward
         return {"partitioned": empty, "total": len(params)}
 
-    def forward(self, batch, sync: bool) -> dict[str, torch.Tensor]:
+    def accumulate(self, sync: bool):
+        return contextlib.nullcontext()  # DeepSpeed tracks accumulation boundaries itself
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
         return self.engine(batch)
 
     def backward(self, loss: torch.Tensor) -> None:

@@ -153,6 +153,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
 
     def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
         return evaluate(view, eval_ds, eval_cfg, batch_size=cfg.per_device_eval_batch_size)
+
     fields = set().union(*(o.requires for o in objectives))
     stream = MicroBatchStream(
         len(train_ds), cfg.per_device_train_batch_size, dist.world_size, dist.rank, cfg.seed, cfg.gradient_accumulation_steps
@@ -191,9 +192,13 @@ def run(recipe) -> tuple[dict, TrainModule]:
         step_loss = 0.0
         for micro in range(accum):
             batch = _to_device(next(batches), dist.device)
-            terms = engine.forward(batch, sync=micro == accum - 1)
-            loss = sum(terms.values())
-            if not _all_finite(loss):
+            with engine.accumulate(sync=micro == accum - 1):
+                terms = engine.forward(batch)
+                loss = sum(terms.values())
+                finite = _all_finite(loss)
+                if finite:
+                    engine.backward(loss)
+            if not finite:
                 good = out / f"checkpoint-{step}"
                 _save_checkpoint(good, recipe, module, engine, dist, step, history, metrics, cfg)
                 values = {k: float(v.detach()) for k, v in terms.items()}
@@ -201,7 +206,6 @@ def run(recipe) -> tuple[dict, TrainModule]:
                     f"non-finite loss at step {step + 1} on rank {dist.rank}: {values}; record indices "
                     f"{batch['index'].tolist()}; the last good state is saved in {good}"
                 )
-            engine.backward(loss)
             step_loss += loss.item() / accum
         engine.step()
         step += 1
