@@ -94,3 +94,23 @@ def test_overrides_reach_every_node():
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "tunevl", "recipes"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "quickstart" in out.stdout
+
+
+def test_validate_lists_every_problem_one_line_each(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    text = (RECIPES_DIR / "quickstart.yaml").read_text()
+    text = text.replace("learning_rate:", "learning_rat:").replace("r: 8", "r: eight").replace("num_samples: 256", "num_sample: 256")
+    bad.write_text(text)
+    lines = text.splitlines()
+    at = {word: next(i for i, l in enumerate(lines, 1) if word in l) for word in ("learning_rat:", "r: eight", "num_sample:")}
+    assert main(["validate", str(bad)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunevl validate: error: {bad}:{at['learning_rat:']}: train.learning_rat: unknown key; did you mean 'learning_rate'?",
+        f"tunevl validate: error: {bad}:{at['r: eight']}: adapters.lora.r: expected int, got str 'eight'",
+        f"tunevl validate: error: {bad}:{at['num_sample:']}: data.eval.num_sample: unknown key; did you mean 'num_samples'?",
+    ]
+
+
+def test_misspelled_preset_in_a_list_is_caught_offline(capsys):
+    assert main(["validate", "lvlm/llava_sft_lora", "adapters.lora.target_modules=[langauge-all-linear, projector]"]) == 2
+    assert "'langauge-all-linear' is not a llava preset; did you mean 'language-all-linear'?" in capsys.readouterr().err

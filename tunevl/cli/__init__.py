@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return module.run(args) or 0
     except USER_ERRORS as err:
-        print(f"tunevl {args.command}: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines() or [type(err).__name__]:  # one line per problem
+            print(f"tunevl {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

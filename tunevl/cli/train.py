@@ -30,7 +30,7 @@ def run(args) -> int:
     from tunevl.train.report import print_summary
 
     recipe = load_recipe(args.recipe, args.overrides)
-    recipe.validate()
+    recipe.validate(all_problems=True)
     metrics = train(recipe)
     if os.environ.get("RANK", "0") == "0":
         print_summary(metrics, recipe.train_config().output_dir)

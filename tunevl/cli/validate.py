@@ -14,6 +14,6 @@ def run(args) -> int:
     from tunevl.config import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    recipe.validate()
+    recipe.validate(all_problems=True)
     print(f"{recipe.file}: ok")
     return 0

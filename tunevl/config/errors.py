@@ -149,3 +149,18 @@ def did_you_mean(name: str, candidates: Iterable[Any]) -> str:
     """``"; did you mean 'x'?"`` or an empty string."""
     hit = nearest(name, candidates)
     return f"; did you mean '{hit}'?" if hit is not None else ""
+
+
+class RecipeProblems(RecipeError):
+    """Several recipe problems at once (``tunevl validate``); ``str()`` has one line per problem."""
+
+    def __init__(self, problems: list[RecipeError]):
+        self.problems = list(problems)
+        first = self.problems[0]
+        super().__init__(first.message, file=first.file, line=first.line, key=first.key, override=first.override)
+
+    def __str__(self) -> str:
+        return "\n".join(RecipeError.__str__(p) for p in self.problems)
+
+    def __reduce__(self):
+        return (type(self), (self.problems,))

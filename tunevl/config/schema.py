@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunevl.config.check import check_call, check_component, resolve_component
-from tunevl.config.errors import RecipeError, nearest
+from tunevl.config.errors import RecipeError, RecipeProblems, nearest
 from tunevl.config.overrides import apply_overrides
 from tunevl.config.yaml12 import dump_yaml, load_yaml
 
@@ -73,8 +73,42 @@ class Recipe:
         return self.tree.get(name, default)
 
     # ---- validation ------------------------------------------------------------------
-    def validate(self) -> None:
-        """Check every node against its callable's signature and types; build nothing, download nothing."""
+    def validate(self, all_problems: bool = False) -> None:
+        """Check every node against its callable's signature and types; build nothing, download nothing.
+
+        Args:
+            all_problems: Report every problem (as :class:`RecipeProblems`), not just the first.
+        """
+        problems: list[RecipeError] = []
+        self._errors = problems if all_problems else None
+
+        def attempt(check, *args) -> None:
+            try:
+                check(*args)
+            except RecipeError as err:
+                if not all_problems:
+                    raise
+                problems.append(err)
+
+        attempt(self._check_sections)
+        if problems:  # the rest needs the sections
+            raise RecipeProblems(problems)
+        from tunevl.models import ModelConfig
+        from tunevl.train.config import EvalConfig, TrainConfig
+
+        attempt(self._check, ("model",), ModelConfig)
+        attempt(self._check, ("train",), TrainConfig)
+        if "eval" in self.tree:
+            attempt(self._check, ("eval",), EvalConfig)
+        attempt(self._check_adapters)
+        attempt(self._check_objectives)
+        attempt(self._check_data)
+        if not problems:  # the family checks resolve components the steps above vouch for
+            attempt(self._check_family)
+        if problems:
+            raise problems[0] if len(problems) == 1 else RecipeProblems(problems)
+
+    def _check_sections(self) -> None:
         for key in self.tree:
             if key not in TOP_LEVEL:
                 hint = nearest(key, TOP_LEVEL)
@@ -82,13 +116,8 @@ class Recipe:
         for required in ("model", "objectives", "data", "train"):
             if required not in self.tree:
                 raise self.error((), f"missing section {required!r}")
-        from tunevl.models import ModelConfig
-        from tunevl.train.config import EvalConfig, TrainConfig
 
-        self._check(("model",), ModelConfig)
-        self._check(("train",), TrainConfig)
-        if "eval" in self.tree:
-            self._check(("eval",), EvalConfig)
+    def _check_adapters(self) -> None:
         adapters = self._mapping(("adapters",), required=False)
         for kind in adapters:
             if kind not in ADAPTER_KINDS:
@@ -98,11 +127,15 @@ class Recipe:
             self._check(("adapters", "lora"), _lora_config_cls())
         if "soft_prompt" in adapters:
             self._check(("adapters", "soft_prompt"), _soft_prompt_config_cls())
+
+    def _check_objectives(self) -> None:
         objectives = self.tree["objectives"]
         if not isinstance(objectives, list) or not objectives:
             raise self.error(("objectives",), "must be a non-empty list of objective nodes")
         for i in range(len(objectives)):
             self._check_component(("objectives", i), _objective_registry())
+
+    def _check_data(self) -> None:
         data = self._mapping(("data",), required=True)
         for split in data:
             if split not in DATA_SPLITS:
@@ -111,7 +144,6 @@ class Recipe:
             raise self.error(("data",), "missing data.train")
         for split in data:
             self._check_component(("data", split), _dataset_registry())
-        self._check_family()
 
     def _mapping(self, key: tuple, required: bool) -> dict:
         node = self.tree
@@ -135,10 +167,11 @@ class Recipe:
             node = {}
         if not isinstance(node, dict):
             raise self.error(key, f"expected a mapping of arguments, got {type(node).__name__}")
-        check_call(fn, node, key=key, positions=self.positions, file=self.file)
+        check_call(fn, node, key=key, positions=self.positions, file=self.file, errors=getattr(self, "_errors", None))
 
     def _check_component(self, key: tuple, registry: dict):
-        return check_component(self._node(key), registry, key=key, positions=self.positions, file=self.file)
+        return check_component(self._node(key), registry, key=key, positions=self.positions, file=self.file,
+                               errors=getattr(self, "_errors", None))
 
     def _check_family(self) -> None:
         from tunevl.models import FAMILIES, detect_family
@@ -155,13 +188,17 @@ class Recipe:
                 raise self.error(("objectives", i, "_component_"), f"{node['_component_']!r} cannot train a {family} model (it serves: {', '.join(cls.families)})")
         lora = self.tree.get("adapters", {}).get("lora") or {}
         targets = lora.get("target_modules")
-        if isinstance(targets, str) and "\\" not in targets and "." not in targets and "*" not in targets:
-            from tunevl.models import get_family
+        items = [targets] if isinstance(targets, str) else list(targets or [])
+        from tunevl.models import get_family
 
-            presets = get_family(family).lora_presets
-            if targets not in presets and targets != "all-linear":
-                hint = nearest(targets, list(presets))
-                raise self.error(("adapters", "lora", "target_modules"), f"{targets!r} is not a {family} preset{f'; did you mean {hint!r}?' if hint else ''} (presets: {', '.join(sorted(presets))}; or give a list of module names or a regex)")
+        view = get_family(family)
+        presets = {**view.lora_presets, **getattr(view, "lora_modules_to_save_presets", {})}
+        for item in items:
+            # A bare word is a preset or a module name; one with '-' can only be a (misspelled) preset.
+            looks_like_preset = isinstance(targets, str) and not any(c in item for c in "\\.*") or "-" in item
+            if looks_like_preset and item not in presets and item != "all-linear":
+                hint = nearest(item, list(presets))
+                raise self.error(("adapters", "lora", "target_modules"), f"{item!r} is not a {family} preset{f'; did you mean {hint!r}?' if hint else ''} (presets: {', '.join(sorted(presets))}; or give a list of module names or a regex)")
 
     # ---- building --------------------------------------------------------------------
     def model_config(self):
