@@ -40,6 +40,15 @@ def _check_pair(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> None:
         )
 
 
+def _layout(image_embeds: torch.Tensor, text_embeds: torch.Tensor, group):
+    """(compute dtype, local n, world size, every rank's n, global N, this rank's first global row)."""
+    _check_pair(image_embeds, text_embeds)
+    rank, world = world_info(group)
+    n = image_embeds.shape[0]
+    sizes = gather_sizes(n, group, image_embeds.device) if world > 1 else [n]
+    return _compute_dtype(image_embeds), n, world, sizes, sum(sizes), sum(sizes[:rank])
+
+
 def _logits(a: torch.Tensor, b: torch.Tensor, scale: ScalarLike, bias: ScalarLike | None) -> torch.Tensor:
     # Autocast would run the matmul in bf16/fp16 despite the fp32 inputs.
     with torch.autocast(device_type=a.device.type, enabled=False):
@@ -87,12 +96,7 @@ def info_nce(
     Returns:
         Scalar loss in at least fp32, see above.
     """
-    _check_pair(image_embeds, text_embeds)
-    dtype = _compute_dtype(image_embeds)
-    rank, world = world_info(group)
-    n = image_embeds.shape[0]
-    sizes = gather_sizes(n, group, image_embeds.device) if world > 1 else [n]
-    total, offset = sum(sizes), sum(sizes[:rank])
+    dtype, n, world, sizes, total, offset = _layout(image_embeds, text_embeds, group)
     all_img = gather_with_grad(image_embeds, group, sizes=sizes).to(dtype)
     all_txt = gather_with_grad(text_embeds, group, sizes=sizes).to(dtype)
     denom = 2 * max(total, 1)
@@ -146,12 +150,7 @@ def sigmoid_loss(
     Returns:
         Scalar loss in at least fp32, see above.
     """
-    _check_pair(image_embeds, text_embeds)
-    dtype = _compute_dtype(image_embeds)
-    rank, world = world_info(group)
-    n = image_embeds.shape[0]
-    sizes = gather_sizes(n, group, image_embeds.device) if world > 1 else [n]
-    total, offset = sum(sizes), sum(sizes[:rank])
+    dtype, n, world, sizes, total, offset = _layout(image_embeds, text_embeds, group)
     all_txt = gather_with_grad(text_embeds, group, sizes=sizes).to(dtype)
     logits = _logits(image_embeds.to(dtype), all_txt, logit_scale, logit_bias)
     # -log sigmoid(-x) = softplus(x) and -log sigmoid(x) = softplus(x) - x; logaddexp(x, 0) is a
