@@ -98,3 +98,24 @@ def test_max_length_in_the_recipe_truncates_batches():
     view = load_view(ModelConfig(name_or_path="tiny-llava", max_length=24))
     batch = view.collate([_record(), _record()], {"messages"})
     assert batch["input_ids"].shape[1] == 24
+
+
+def test_preflight_reads_image_headers_only(tmp_path, monkeypatch):
+    """Image-token counts come from file headers: pre-flight over a large set never decodes pixels."""
+    from tunevl.data.images import ImageRef
+
+    view = load_view(ModelConfig(name_or_path="tiny-qwen2-vl", processor_kwargs={"max_pixels": 65536}))
+    small, large = _record(32), _record(128)  # 4 and 64 image tokens under this budget
+    paths = [tmp_path / "small.png", tmp_path / "large.png"]
+    for record, path in zip((small, large), paths):
+        record["images"][0].save(path)
+    on_disk = [{**r, "images": [ImageRef(path=str(p))]} for r, p in zip((small, large), paths)]
+    want = view.check_lengths([small, large])
+
+    def no_decode(self):
+        raise AssertionError("pre-flight decoded an image")
+
+    monkeypatch.setattr(ImageRef, "open", no_decode)
+    assert view.check_lengths(on_disk) == want and want["longest"] > 64
+    with pytest.raises(DataError, match="record 1: .* 64 image tokens end at position"):
+        view.check_lengths(on_disk, max_length=40)  # record 0 (4 image tokens) fits; record 1 does not

@@ -52,13 +52,32 @@ class ImageRef:
 
     def open(self) -> Image.Image:
         """Decode to an RGB image; a missing or unreadable image raises :class:`DataError`."""
+        return self._read(lambda im: im.convert("RGB"))
+
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` from the file header, without decoding the pixels."""
+        return self._read(lambda im: im.size)
+
+    def _read(self, use):
         if self.data is None and not self.exists():
             raise self.error(f"image not found: {self.describe()}")
         try:
             with Image.open(io.BytesIO(self.data) if self.data is not None else self.path) as im:
-                return im.convert("RGB")
+                return use(im)
         except _READ_ERRORS as err:
             raise self.error(f"cannot read image {self.describe()}: {err}") from None
+
+
+def _as_ref(image) -> ImageRef:
+    if isinstance(image, ImageRef):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return ImageRef(path=os.fspath(image))
+    if isinstance(image, (bytes, bytearray)):
+        return ImageRef(data=bytes(image))
+    if isinstance(image, dict) and ("bytes" in image or "path" in image):
+        return ImageRef(path=image.get("path"), data=image.get("bytes"))
+    raise TypeError(f"expected a PIL image, a path or image bytes, got {type(image).__name__}")
 
 
 def load_image(image) -> Image.Image:
@@ -66,12 +85,11 @@ def load_image(image) -> Image.Image:
     or a ``datasets`` image dict (``{"bytes": ..., "path": ...}``)."""
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
-    if isinstance(image, ImageRef):
-        return image.open()
-    if isinstance(image, (str, os.PathLike)):
-        return ImageRef(path=os.fspath(image)).open()
-    if isinstance(image, (bytes, bytearray)):
-        return ImageRef(data=bytes(image)).open()
-    if isinstance(image, dict) and ("bytes" in image or "path" in image):
-        return ImageRef(path=image.get("path"), data=image.get("bytes")).open()
-    raise TypeError(f"expected a PIL image, a path or image bytes, got {type(image).__name__}")
+    return _as_ref(image).open()
+
+
+def image_size(image) -> tuple[int, int]:
+    """``(width, height)`` of any image :func:`load_image` accepts, reading only the file header."""
+    if isinstance(image, Image.Image):
+        return image.size
+    return _as_ref(image).size()

@@ -12,12 +12,13 @@ tokens are labelled. This needs no ``{% generation %}`` markers, which LLaVA-1.5
 from __future__ import annotations
 
 import contextlib
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from tunevl.data.images import load_image
+from tunevl.data.images import image_size, load_image
 from tunevl.errors import DataError
 from tunevl.losses.sequence import IGNORE_INDEX
 
@@ -395,7 +396,8 @@ class LvlmView:
         longest = 0
         for i in range(len(records)):
             r = records[i]
-            images = [load_image(im) for im in record_images(r)]
+            # Token counts depend on image sizes only: read headers, never decode pixels here.
+            images = [SimpleNamespace(size=image_size(im)) for im in record_images(r)]
             enc = self.encode(r["messages"], images)
             ids, n = enc["input_ids"], len(enc["input_ids"])
             longest = max(longest, n)
