@@ -12,6 +12,7 @@ tokens are labelled. This needs no ``{% generation %}`` markers, which LLaVA-1.5
 from __future__ import annotations
 
 import contextlib
+import os
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -393,8 +394,11 @@ class LvlmView:
             DataError: naming the first offending record and what to change.
         """
         max_length = max_length if max_length is not None else self.max_length
+        from tqdm.auto import tqdm
+
         longest = 0
-        for i in range(len(records)):
+        quiet = len(records) < 5000 or os.environ.get("RANK", "0") != "0"
+        for i in tqdm(range(len(records)), desc="pre-flight: sequence lengths", unit="record", disable=quiet, mininterval=5):
             r = records[i]
             # Token counts depend on image sizes only: read headers, never decode pixels here.
             images = [SimpleNamespace(size=image_size(im)) for im in record_images(r)]
