@@ -45,7 +45,7 @@ def test_trainable_change_frozen_do_not(tiny_clip_path, tmp_path, quick):
 
 def test_run_outputs_and_bundle_roundtrip(tiny_clip_path, tmp_path, quick):
     from peft import PeftModel
-    from transformers import CLIPModel
+    from transformers import AutoModel
 
     from tunevl.data.synthetic import SyntheticShapes
 
@@ -76,7 +76,7 @@ def test_run_outputs_and_bundle_roundtrip(tiny_clip_path, tmp_path, quick):
 
     # A LoRA bundle also loads with plain peft on the base named in adapter_config.json.
     base_id = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
-    plain = PeftModel.from_pretrained(CLIPModel.from_pretrained(base_id), out).eval()
+    plain = PeftModel.from_pretrained(AutoModel.from_pretrained(base_id), out).eval()
     with torch.no_grad():
         tok = m.view.tokenize(texts)
         plain_txt = torch.nn.functional.normalize(plain.get_text_features(**tok).pooler_output, dim=-1)
