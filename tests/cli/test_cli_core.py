@@ -70,6 +70,7 @@ def test_validate_cli_ok_and_errors(tmp_path, capsys):
 @pytest.mark.parametrize(
     "override, message",
     [
+        ("model.dtype=bf16", "override 'model.dtype=bf16': model.dtype: expected one of"),
         ("train.max_steps=ten", "override 'train.max_steps=ten': train.max_steps: expected int, got str 'ten'"),
         ("objectives.0.weigth=2", "override 'objectives.0.weigth=2': objectives.0.weigth: unknown key; did you mean 'weight'?"),
         ("objectives.3.weight=2", "objectives.3"),

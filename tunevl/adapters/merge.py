@@ -20,10 +20,10 @@ from torch import nn
 
 from tunevl.adapters.bundle import EXTRAS_FILE, RECIPE_FILE, _local_bundle, load_bundle, read_meta
 from tunevl.adapters.card import make_merged_card
+from tunevl.models.registry import DTYPE_NAMES, resolve_dtype
 
 log = logging.getLogger("tunevl")
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def split_extras(model: nn.Module, names: list[str]) -> tuple[list[str], list[str]]:
@@ -89,16 +89,15 @@ def restore_shapes(model: nn.Module) -> list[str]:
 
 def _target_dtype(dtype: str, base: str, revision: str | None) -> torch.dtype:
     if dtype != "auto":
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype {dtype!r}: expected auto or one of {sorted(_DTYPES)}")
-        return _DTYPES[dtype]
+        return resolve_dtype(dtype)
     from transformers.utils import cached_file
 
     from tunevl.models.tiny import resolve_builtin
 
     # The base checkpoint's own dtype (the bundle was loaded in float32 to merge exactly).
     config = json.loads(Path(cached_file(resolve_builtin(base), "config.json", revision=revision)).read_text())
-    return _DTYPES.get(config.get("dtype") or config.get("torch_dtype"), torch.float32)
+    saved = config.get("dtype") or config.get("torch_dtype")
+    return resolve_dtype(saved) if saved in DTYPE_NAMES else torch.float32
 
 
 def merge(

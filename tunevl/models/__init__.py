@@ -11,6 +11,7 @@ from tunevl.models.registry import (
     detect_family,
     get_family,
     load_view,
+    resolve_dtype,
 )
 
-__all__ = ["FAMILIES", "ModelConfig", "detect_family", "get_family", "load_view"]
+__all__ = ["FAMILIES", "ModelConfig", "detect_family", "get_family", "load_view", "resolve_dtype"]

@@ -26,16 +26,6 @@ from tunevl.losses.sequence import IGNORE_INDEX
 SOFT_PROMPT_POSITIONS = ("after_image", "before_response", "start")
 
 
-def resolve_dtype(name: str | None) -> torch.dtype:
-    """``auto`` is bf16 on a GPU that supports it, else fp32; ``float32`` / ``bfloat16`` / ``float16`` as named."""
-    if name in (None, "auto"):
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    except KeyError:
-        raise ValueError(f"model.dtype must be auto, float32, bfloat16 or float16, got {name!r}") from None
-
-
 def record_images(record: dict) -> list:
     images = record.get("images")
     if images is None:
@@ -97,11 +87,12 @@ class LvlmView:
     def from_pretrained(cls, config, torch_dtype=None) -> "LvlmView":
         import transformers
 
+        from tunevl.models.registry import resolve_dtype
         from tunevl.models.tiny_lvlm import resolve
 
         path = resolve(config.name_or_path)
         kwargs = dict(revision=config.revision, trust_remote_code=config.trust_remote_code)
-        dtype = torch_dtype or resolve_dtype(config.dtype)
+        dtype = torch_dtype or resolve_dtype(config.dtype)  # no training context: bf16 on a bf16 GPU
         model = getattr(transformers, cls.model_class).from_pretrained(path, dtype=dtype, **kwargs)
         processor = cls.load_processor(path, **kwargs)
         cls.apply_processor_kwargs(processor, getattr(config, "processor_kwargs", None) or {})

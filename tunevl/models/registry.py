@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 # family name -> "module:ViewClass"; imported lazily so `tunevl validate` stays light.
 FAMILIES: dict[str, str] = {
@@ -49,7 +50,7 @@ class ModelConfig:
     name_or_path: str
     revision: str | None = None
     family: str | None = None
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
     train_logit_scale: bool = False
     processor_kwargs: dict | None = None
@@ -73,6 +74,26 @@ def _local_config(name_or_path: str, revision: str | None) -> dict | None:
     if isinstance(cached, (str, os.PathLike)) and Path(cached).is_file():
         return json.loads(Path(cached).read_text())
     return None
+
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+def resolve_dtype(name: str | None, bf16: bool | None = None):
+    """The torch dtype of a ``model.dtype`` value.
+
+    ``auto`` (or None) is bf16 when ``bf16`` is true, fp32 when it is false, and when ``bf16`` is None
+    (loading for inference) bf16 on a GPU that supports it, else fp32.
+    """
+    import torch
+
+    if name in (None, "auto"):
+        if bf16 is None:
+            bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"model.dtype must be auto or one of {', '.join(DTYPE_NAMES)}, got {name!r}")
+    return getattr(torch, name)
 
 
 def detect_family(name_or_path: str, family: str | None = None, revision: str | None = None) -> str | None:

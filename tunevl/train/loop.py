@@ -27,7 +27,7 @@ from tunevl.data.preflight import build_dataset
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.errors import TrainingError
 from tunevl.eval import evaluate
-from tunevl.models import load_view
+from tunevl.models import load_view, resolve_dtype
 from tunevl.train import checkpoint as ckpt
 from tunevl.train import distributed
 from tunevl.train.engine import DeepSpeedEngine, TorchEngine, TrainModule
@@ -56,18 +56,6 @@ def build_view(recipe, torch_dtype=None):
     for p in trainable:  # trainables stay fp32 (optimizer master copy) over a bf16 frozen base
         p.data = p.data.float()
     return view
-
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def model_dtype(name: str, bf16: bool) -> torch.dtype:
-    """``model.dtype``: ``auto`` loads the frozen base in bf16 when training in bf16, else fp32."""
-    if name == "auto":
-        return torch.bfloat16 if bf16 else torch.float32
-    if name not in _DTYPES:
-        raise ValueError(f"model.dtype must be auto or one of {sorted(_DTYPES)}, got {name!r}")
-    return _DTYPES[name]
 
 
 def _enable_checkpointing(model) -> None:
@@ -141,7 +129,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
     out = Path(cfg.output_dir)
     set_seed(cfg.seed)
 
-    view = build_view(recipe, torch_dtype=model_dtype(recipe.model_config().dtype, bf16))
+    view = build_view(recipe, torch_dtype=resolve_dtype(recipe.model_config().dtype, bf16))
     if cfg.gradient_checkpointing:
         _enable_checkpointing(view.base_model)
     objectives = recipe.build_objectives()
