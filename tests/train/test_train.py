@@ -98,7 +98,7 @@ def test_nonfinite_loss_stops_with_step_and_records(tiny_clip_path, tmp_path, qu
 
     monkeypatch.setattr(Contrastive, "loss", poisoned)
     recipe = _recipe(quick(tiny_clip_path, tmp_path / "run", steps=2, **{"train.eval_at_start": "false"}))
-    with pytest.raises(TrainingError, match=r"non-finite loss at step 1 .*record indices \[\d+.*checkpoint-0"):
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 1:.*record indices on rank 0: \[\d+.*checkpoint-0"):
         run(recipe)
     assert (tmp_path / "run" / "checkpoint-0" / "training_state" / "trainer_state.json").is_file()
 

@@ -30,7 +30,7 @@ class ClipView(DualEncoderView):
         "all-linear": rf"((text|vision)_model\.encoder\.layers\.\d+\.(self_attn\.{_ATTN}|mlp\.(fc1|fc2))"
         r"|text_projection|visual_projection)",
     }
-    max_logit_scale = math.log(100.0)  # open_clip's clamp, applied in the forward (see PITFALLS.md)
+    max_logit_scale = math.log(100.0)  # open_clip's cap of the temperature (see PITFALLS.md)
 
     def __init__(self, model: nn.Module, processor: Any, config=None):
         super().__init__(model, processor, config)
@@ -50,5 +50,14 @@ class ClipView(DualEncoderView):
         return {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
 
     def logit_scale(self) -> torch.Tensor:
-        """The multiplier exp(t), clamped in the forward so DeepSpeed's master weights cannot undo it."""
-        return self.base_model.logit_scale.float().clamp(max=self.max_logit_scale).exp()
+        """The multiplier ``exp(min(t, ln 100))``, with the gradient of ``exp(min)`` flowing to ``t`` also at or above
+        the cap (straight through), so the scale can move back down. OpenAI's checkpoints store 4.6052, just above
+        fp32 ``ln 100``: a plain clamp would give it a zero gradient from the first step. The parameter itself is
+        clamped after each optimizer step (:meth:`parameter_bounds`), on DeepSpeed's fp32 master copy."""
+        raw = self.base_model.logit_scale.float()
+        return (raw - (raw - self.max_logit_scale).clamp(min=0).detach()).exp()
+
+    def parameter_bounds(self) -> dict[str, tuple[nn.Parameter, float | None, float | None]]:
+        """Trainable parameters the engine clamps after every optimizer step: ``name -> (param, min, max)``."""
+        p = self.base_model.logit_scale
+        return {"logit_scale": (p, 0.0, self.max_logit_scale)} if p.requires_grad else {}

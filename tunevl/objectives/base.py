@@ -12,12 +12,32 @@ from torch import nn
 class Objective(nn.Module):
     """Base class of weighted training objectives.
 
-    Subclasses set ``requires`` (record fields they need), ``families`` (views that
-    can serve them) and implement :meth:`encode` and :meth:`loss`. The total training
-    loss is ``sum(weight * term)`` over every objective's named terms.
+    Subclasses set ``requires`` (record fields every record must carry), ``families``
+    (views that can serve them) and implement :meth:`encode` and :meth:`loss`. The total
+    training loss is ``sum(weight * term)`` over every objective's named terms.
+
+    **Batch layout.** The view collates the shared fields (``pixel_values``, the record's own
+    ``input_ids``/``labels``...) once for all objectives. An objective that needs tensors of its
+    own (counterfactual captions, chosen/rejected sequences...) overrides :meth:`collate`; it runs
+    in the data-loader workers, and its output is seen by this objective only, merged over the
+    shared batch in :meth:`encode`, :meth:`counts` and the loss, so two objectives never clash.
+
+    **Loss normalisation** (DESIGN.md, "losses are normalised over the optimizer step"). A step's
+    gradient must not depend on how its global batch is split into micro-batches and ranks. So
+    :meth:`loss` returns each term as a *mean over this micro-batch on this rank*, and
+    :meth:`counts` says over how many items (labelled tokens, sequences, pairs, counting records)
+    that mean was taken. The loop sums the counts over the step's micro-batches and all ranks
+    before the first forward, and back-propagates
+    ``term * local_count * world_size / global_count`` (``world_size`` undoes the gradient
+    averaging of DDP and DeepSpeed; nothing is divided again by the accumulation count). A term
+    whose global count is 0 contributes 0 but still runs its graph (ZeRO-3 needs every rank to).
+    Terms that :meth:`counts` does not list are means over the whole micro-batch gathered across
+    ranks (contrastive losses, whose negatives are the micro-batch): they weigh
+    ``1 / gradient_accumulation_steps`` each. Objectives never divide by the accumulation count or
+    the world size themselves.
 
     Args:
-        weight: Multiplier of this objective's terms in the total loss.
+        weight: Multiplier of this objective's terms in the total loss (>= 0).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()
@@ -25,7 +45,21 @@ class Objective(nn.Module):
 
     def __init__(self, weight: float = 1.0):
         super().__init__()
+        if not weight >= 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
         self.weight = float(weight)
+
+    def collate(self, view, records: list[dict]) -> dict[str, Any]:
+        """This objective's own tensors for a micro-batch (runs in the data-loader workers)."""
+        return {}
+
+    def counts(self, batch: dict[str, Any]) -> dict[str, torch.Tensor | int]:
+        """Items each term of :meth:`loss` averages over in this micro-batch, on this rank.
+
+        Read from the collated batch (no forward): the loop needs the step's global counts
+        before the first backward. Terms not listed are micro-batch means (see the class doc).
+        """
+        return {}
 
     def encode(self, view, batch: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ class TrainModule(nn.Module):
     """The model (with adapters injected) plus the objectives; ``forward`` returns named loss terms.
 
     Every objective runs every step, so every rank builds the same graph (ZeRO-3 needs this).
+    A collated batch holds the shared fields plus ``"own"``: one dict per objective (its
+    :meth:`~tunevl.objectives.Objective.collate`), merged over the shared fields for that
+    objective only.
     """
 
     def __init__(self, view, objectives: list[nn.Module]):
@@ -30,11 +34,39 @@ class TrainModule(nn.Module):
         ids = {id(p): n for n, p in self.named_parameters()}
         self.extra_names = {ids[id(p)]: name for name, p in view.extra_trainables().items()}
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def collate(self, records: list[dict], fields: set[str]) -> dict[str, Any]:
+        """Shared fields through the view, then each objective's own part (runs in data-loader workers)."""
+        batch = self.view.collate(records, fields)
+        batch["own"] = [objective.collate(self.view, records) for objective in self.objectives]
+        return batch
+
+    def parts(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """What each objective sees: the shared fields with its own part merged over them."""
+        own = batch.get("own") or [{}] * len(self.objectives)
+        shared = {k: v for k, v in batch.items() if k != "own"}
+        return [{**shared, **part} for part in own]
+
+    def counts(self, batch: dict[str, Any]) -> dict[tuple[int, str], torch.Tensor]:
+        """Per-term item counts of a micro-batch (``Objective.counts``), keyed ``(objective index, term)``."""
+        out = {}
+        for i, (objective, part) in enumerate(zip(self.objectives, self.parts(batch))):
+            for name, value in objective.counts(part).items():
+                out[(i, name)] = torch.as_tensor(value, dtype=torch.float64).reshape(())
+        return out
+
+    def forward(self, batch: dict[str, Any], scales: dict | None = None) -> dict[str, torch.Tensor]:
+        """Weighted loss terms of one micro-batch.
+
+        ``scales`` maps ``(objective index, term)`` to the term's normalisation factor and ``None``
+        to the factor of terms without counts (see :class:`~tunevl.objectives.Objective`); without
+        it the terms are the objectives' own micro-batch means.
+        """
         terms: dict[str, torch.Tensor] = {}
-        for i, objective in enumerate(self.objectives):
-            for name, value in objective(self.view, batch).items():
+        for i, (objective, part) in enumerate(zip(self.objectives, self.parts(batch))):
+            for name, value in objective(self.view, part).items():
                 key = name if name not in terms else f"{name}.{i}"
+                if scales is not None:
+                    value = value * scales.get((i, name), scales[None])
                 terms[key] = value * objective.weight
         return terms
 
@@ -52,7 +84,7 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     from transformers import get_scheduler
 
-    warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total_steps))
+    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)  # as transformers computes it
     return get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
@@ -94,6 +126,54 @@ def resolve_deepspeed_config(value: str, cfg: TrainConfig, dist_info: DistInfo, 
     return ds
 
 
+def total_grad_norm(params) -> torch.Tensor:
+    """L2 norm of all gradients as one device tensor (no host sync); 0 when there are none."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
+class StepSnapshot:
+    """The trainable state before an optimizer update: the tensors the optimizer updates (DeepSpeed's fp32
+    master partitions, or the parameters), its per-parameter state and the scheduler's state.
+
+    Copied into buffers kept between steps (for adapters a few times their size), so that a step that
+    turns out to have broken the model can be undone and the last good state saved.
+    """
+
+    def __init__(self, optimizer, scheduler):
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.buffers: list[torch.Tensor] | None = None
+        self.state: list[dict] = []
+        self.scheduler_state: dict | None = None
+
+    def take(self) -> None:
+        with torch.no_grad():
+            if self.buffers is None:
+                self.buffers = [p.detach().clone() for p in self.params]
+            else:
+                torch._foreach_copy_(self.buffers, [p.detach() for p in self.params])
+            self.state = [{k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in self.optimizer.state[p].items()}
+                          if p in self.optimizer.state else None for p in self.params]
+        self.scheduler_state = self.scheduler.state_dict()
+
+    def restore(self) -> bool:
+        """Put the snapshot back; False when none was taken (nothing was updated yet)."""
+        if self.buffers is None:
+            return False
+        with torch.no_grad():
+            for p, buf, state in zip(self.params, self.buffers, self.state):
+                p.copy_(buf)
+                if state is None:
+                    self.optimizer.state.pop(p, None)
+                else:
+                    self.optimizer.state[p] = state
+        self.scheduler.load_state_dict(self.scheduler_state)
+        return True
+
+
 class TorchEngine:
     """Plain PyTorch, wrapped in DDP when several processes run."""
 
@@ -111,6 +191,9 @@ class TorchEngine:
             eps=cfg.adam_epsilon,
         )
         self.scheduler = make_scheduler(cfg, self.optimizer, total_steps)
+        self.trainable = [p for p in module.parameters() if p.requires_grad]
+        self.snapshot = StepSnapshot(self.optimizer, self.scheduler)
+        self.bounds = module.view.parameter_bounds() if hasattr(module.view, "parameter_bounds") else {}
 
     def accumulate(self, sync: bool):
         """Context of one micro-batch's forward and backward; DDP all-reduces gradients only when ``sync``."""
@@ -118,19 +201,37 @@ class TorchEngine:
             return contextlib.nullcontext()
         return self.wrapped.no_sync()
 
-    def forward(self, batch) -> dict[str, torch.Tensor]:
+    def forward(self, batch, scales=None) -> dict[str, torch.Tensor]:
         with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.wrapped(batch)
+            return self.wrapped(batch, scales)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.cfg.gradient_accumulation_steps).backward()
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
+        loss.backward()  # terms are already normalised over the step (TrainModule.forward)
 
-    def step(self) -> None:
+    def step(self, loss_sum: torch.Tensor) -> tuple[float, str | None]:
+        """Check, then apply the step's update: returns (global loss, None) or (loss, what was not finite).
+
+        One host synchronisation: the loss and finiteness flags travel in one all-reduce. Nothing is
+        written into the weights when the loss or any gradient is not finite.
+        """
+        norm = total_grad_norm(self.trainable).to(loss_sum.device)
+        status = torch.stack([loss_sum.float().reshape(()), (~torch.isfinite(loss_sum)).float().reshape(()),
+                              (~torch.isfinite(norm)).float()])
+        loss, bad_loss, bad_grads = _reduce_status(status, self.dist.world_size)
+        if bad_loss or bad_grads:
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss, "loss" if bad_loss else "gradients"
+        self.snapshot.take()
         if self.cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in self.module.parameters() if p.requires_grad], self.cfg.max_grad_norm)
+            coef = (self.cfg.max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_([p.grad for p in self.trainable if p.grad is not None], coef)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for param, low, high in self.bounds.values():
+                param.clamp_(low, high)
+        return loss, None
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
@@ -138,6 +239,14 @@ class TorchEngine:
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Full (unsharded) tensors of every trainable parameter, on every rank."""
         return {n: p.detach().cpu().clone() for n, p in self.module.named_parameters() if p.requires_grad}
+
+
+def _reduce_status(status: torch.Tensor, world: int) -> tuple[float, bool, bool]:
+    """All-reduce ``[loss sum, flags...]`` and read it once: (mean loss over ranks, any flag set per flag...)."""
+    if world > 1:
+        torch.distributed.all_reduce(status)
+    values = status.tolist()
+    return values[0] / world, *(v > 0 for v in values[1:])
 
 
 class DeepSpeedEngine:
@@ -160,6 +269,9 @@ class DeepSpeedEngine:
             config=self.ds_config,
         )
         self.partitioned = self._count_partitioned() if self.zero3 else None
+        inner = getattr(self.optimizer, "optimizer", None)
+        self.snapshot = StepSnapshot(inner if isinstance(inner, torch.optim.Optimizer) else self.optimizer, self.scheduler)
+        self.bounds = module.view.parameter_bounds() if hasattr(module.view, "parameter_bounds") else {}
 
     def _count_partitioned(self) -> dict[str, int]:
         """How many parameters ZeRO-3 really partitioned (tiny models stay whole below the persistence threshold)."""
@@ -170,25 +282,52 @@ class DeepSpeedEngine:
     def accumulate(self, sync: bool):
         return contextlib.nullcontext()  # DeepSpeed tracks accumulation boundaries itself
 
-    def forward(self, batch) -> dict[str, torch.Tensor]:
-        return self.engine(batch)
+    def forward(self, batch, scales=None) -> dict[str, torch.Tensor]:
+        return self.engine(batch, scales)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        self.engine.backward(loss)
-        self.engine.step()  # DeepSpeed steps the optimizer only at accumulation boundaries
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
+        # Terms are normalised over the step already: no 1/GAS scaling on top.
+        self.engine.backward(loss, scale_wrt_gas=False)
+        if not last:
+            self.engine.step()  # a micro-step: DeepSpeed counts it and updates nothing
 
-    def step(self) -> None:
-        pass
+    def step(self, loss_sum: torch.Tensor) -> tuple[float, str | None]:
+        """As :meth:`TorchEngine.step`. DeepSpeed checks the gradients itself (its overflow check, on with
+        gradient clipping or bf16) and skips an update with non-finite gradients."""
+        status = torch.stack([loss_sum.float().reshape(()), (~torch.isfinite(loss_sum)).float().reshape(())])
+        loss, bad_loss = _reduce_status(status, self.dist.world_size)
+        if bad_loss:
+            return loss, "loss"
+        self.snapshot.take()
+        self.engine.step()
+        if not self.engine.was_step_applied():
+            return loss, "gradients"
+        if self.bounds:
+            from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+            for param, low, high in self.bounds.values():  # on the fp32 master copy: the module copy is overwritten
+                master = safe_get_full_fp32_param(param)
+                if master is None:  # no master copy (fp32 without ZeRO): the parameter itself
+                    with torch.no_grad():
+                        param.clamp_(low, high)
+                else:
+                    safe_set_full_fp32_param(param, master.clamp(low, high))
+        return loss, None
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Consolidated trainable tensors; every rank must call this (ZeRO-3 gathers to rank 0 only)."""
-        if self.zero3:
-            full = self.engine._zero3_consolidated_16bit_state_dict(exclude_frozen_parameters=True)
-            if full is None:  # only rank 0 receives the gathered tensors
-                return {}
-            return {n: full[n].detach().float().cpu().clone() for n in self.trainable_names}
+        """Full fp32 trainable tensors from DeepSpeed's master copy (not the bf16 module copy).
+
+        A collective under ZeRO: every rank must call it; every rank receives the tensors.
+        """
+        from deepspeed.utils import safe_get_full_fp32_param
+
         params = dict(self.engine.module.named_parameters())
-        return {n: params[n].detach().float().cpu().clone() for n in self.trainable_names}
+        out = {}
+        for name in self.trainable_names:
+            master = safe_get_full_fp32_param(params[name])
+            value = master if master is not None else params[name]
+            out[name] = value.detach().float().cpu().clone()
+        return out

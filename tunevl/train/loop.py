@@ -66,19 +66,47 @@ def _enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _collate(view, fields, records):
-    return view.collate(records, fields)
+def _collate(module, fields, records):
+    return module.collate(records, fields)
 
 
-def _batches(dataset, stream, start, stop, view, fields, workers):
+def _batches(dataset, stream, start, stop, module, fields, workers):
     sampler = [idx for _, idx in stream.iterate(start, stop)]
     return iter(torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=partial(_collate, view, fields), num_workers=workers
+        dataset, batch_sampler=sampler, collate_fn=partial(_collate, module, fields), num_workers=workers
     ))
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+def _to_device(value, device: torch.device):
+    """Tensors of a (nested) batch moved to ``device``."""
+    if torch.is_tensor(value):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def step_scales(module: TrainModule, micro_batches: list[dict], dist, accum: int) -> list[dict]:
+    """Each micro-batch's term factors ``local count * world size / global count`` (DESIGN.md: losses are
+    normalised over the optimizer step), and ``1 / accum`` for terms without counts.
+
+    The counts are read from the collated batches before any forward; the step's global counts
+    need one all-reduce, only when some objective counts its items.
+    """
+    per_micro = [module.counts(b) for b in micro_batches]
+    keys = sorted(per_micro[0])
+    if any(sorted(c) != keys for c in per_micro):
+        raise RuntimeError(f"Objective.counts must return the same terms for every batch, got {[sorted(c) for c in per_micro]}")
+    if not keys:
+        return [{None: 1.0 / accum} for _ in micro_batches]
+    local = torch.stack([torch.stack([c[k] for k in keys]) for c in per_micro]).to(dist.device)  # [accum, terms]
+    total = local.sum(0)
+    if dist.world_size > 1:
+        torch.distributed.all_reduce(total)
+    factors = (local * dist.world_size / total.clamp(min=1)).float()
+    return [{None: 1.0 / accum, **{k: factors[m, j] for j, k in enumerate(keys)}} for m in range(len(micro_batches))]
 
 
 def _split_state(module: TrainModule, state: dict[str, torch.Tensor]):
@@ -156,11 +184,12 @@ def run(recipe) -> tuple[dict, TrainModule]:
         if n["partitioned"] == 0:
             log.warning("ZeRO-3 partitioned no parameter: they are all below stage3_param_persistence_threshold")
 
-    step, history, metrics, rng = 0, [], {}, None
+    step, history, metrics, rng, window = 0, [], {}, None, []
     if cfg.resume_from_checkpoint:
         resume_dir = ckpt.resolve_resume(cfg.resume_from_checkpoint, out)
         state = _load_checkpoint(resume_dir, engine, dist)
         step, history, metrics, rng = state["step"], state["history"], state.get("metrics", {}), state["rng"]
+        window = state.get("window", [])  # losses since the last logged step: the history continues as if uninterrupted
         if dist.is_main:
             log.info("resumed from %s at step %d", resume_dir, step)
     if dist.is_main:
@@ -171,45 +200,38 @@ def run(recipe) -> tuple[dict, TrainModule]:
 
     loggers = _Loggers(cfg, out, recipe.tree, dist.is_main)
     accum = cfg.gradient_accumulation_steps
-    batches = _batches(train_ds, stream, step * accum, total_steps * accum, view, fields, cfg.dataloader_num_workers)
+    batches = _batches(train_ds, stream, step * accum, total_steps * accum, module, fields, cfg.dataloader_num_workers)
     if rng is not None:  # after the data iterator exists: its creation draws from the RNG in both runs
         ckpt.restore_rng(rng)
     bar = _progress(total_steps, step, enabled=dist.is_main and cfg.progress_bar)
-    started, window = time.time(), []
+    started = time.time()
     while step < total_steps:
-        step_loss = 0.0
-        for micro in range(accum):
-            batch = _to_device(next(batches), dist.device)
-            with engine.accumulate(sync=micro == accum - 1):
-                terms = engine.forward(batch)
+        micro_batches = [next(batches) for _ in range(accum)]  # the whole step: its global counts come first
+        scales = step_scales(module, micro_batches, dist, accum)
+        step_loss = torch.zeros((), device=dist.device)
+        for micro, (batch, scale) in enumerate(zip(micro_batches, scales)):
+            last = micro == accum - 1
+            with engine.accumulate(sync=last):
+                terms = engine.forward(_to_device(batch, dist.device), scale)
                 loss = sum(terms.values())
-                finite = _all_finite(loss)
-                if finite:
-                    engine.backward(loss)
-            if not finite:
-                good = out / f"checkpoint-{step}"
-                _save_checkpoint(good, recipe, module, engine, dist, step, history, metrics, cfg)
-                values = {k: float(v.detach()) for k, v in terms.items()}
-                raise TrainingError(
-                    f"non-finite loss at step {step + 1} on rank {dist.rank}: {values}; record indices "
-                    f"{batch['index'].tolist()}; the last good state is saved in {good}"
-                )
-            step_loss += loss.item() / accum
-        engine.step()
+                engine.backward(loss, last=last)
+            step_loss += loss.detach()
+        mean_loss, broken = engine.step(step_loss)
+        if broken:
+            _stop_non_finite(broken, step, micro_batches, recipe, module, engine, dist, history, metrics, window, cfg, out)
         step += 1
-        window.append(step_loss)
+        window.append(mean_loss)
         if step % cfg.logging_steps == 0 or step == total_steps:
-            mean_loss = distributed.mean_across_ranks(sum(window) / len(window))
-            history.append({"step": step, "loss": mean_loss, "lr": engine.lr()})
-            loggers.log(step, {"train/loss": mean_loss, "train/lr": engine.lr()})
+            history.append({"step": step, "loss": sum(window) / len(window), "lr": engine.lr()})
+            loggers.log(step, {"train/loss": history[-1]["loss"], "train/lr": engine.lr()})
             window = []
         bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{engine.lr():.2e}")
+        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{engine.lr():.2e}")
         if do_eval and cfg.eval_steps and step % cfg.eval_steps == 0 and step < total_steps:
             metrics.setdefault("during", {})[str(step)] = during = _evaluate()
             loggers.log(step, {f"eval/{k}": v for k, v in during.items() if not k.startswith("num_")})
         if cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
-            _save_checkpoint(out / f"checkpoint-{step}", recipe, module, engine, dist, step, history, metrics, cfg)
+            _save_checkpoint(out / f"checkpoint-{step}", recipe, module, engine, dist, step, history, metrics, cfg, window)
     bar.close()
     elapsed = time.time() - started
 
@@ -243,15 +265,24 @@ def _progress(total: int, initial: int, enabled: bool):
                 mininterval=interval)
 
 
-def _all_finite(loss: torch.Tensor) -> bool:
-    """True when the loss is finite on every rank (all ranks must agree before stopping together)."""
-    finite = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=loss.device)
-    if torch.distributed.is_initialized():
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    return finite.item() == 1
+def _stop_non_finite(what, step, micro_batches, recipe, module, engine, dist, history, metrics, window, cfg, out):
+    """Save the last good state, then raise: the weights whose forward was last finite.
+
+    Non-finite gradients were never applied, so the current weights are good. A non-finite loss
+    means the current weights came out of a broken update: that update is undone first.
+    """
+    good = step - 1 if what == "loss" and engine.snapshot.restore() else step
+    path = out / f"checkpoint-{good}"
+    kept = [h for h in history if h["step"] <= good]
+    _save_checkpoint(path, recipe, module, engine, dist, good, kept, metrics, cfg, window if good == step else [])
+    indices = sorted(i for b in micro_batches for i in b["index"].tolist())
+    raise TrainingError(
+        f"non-finite {what} at step {step + 1}: the update was not applied; record indices on rank {dist.rank}: "
+        f"{indices}; the last good state (after step {good}) is saved in {path}"
+    )
 
 
-def _save_checkpoint(path: Path, recipe, module, engine, dist, step, history, metrics, cfg) -> None:
+def _save_checkpoint(path: Path, recipe, module, engine, dist, step, history, metrics, cfg, window=()) -> None:
     """Write ``path`` atomically: into ``path.tmp`` on every rank, renamed by rank 0 when all are done."""
     tmp = path.with_name(path.name + ".tmp")
     state_dir = tmp / ckpt.STATE_DIR
@@ -261,14 +292,16 @@ def _save_checkpoint(path: Path, recipe, module, engine, dist, step, history, me
     distributed.barrier()
     trainable = engine.trainable_state()
     if isinstance(engine, DeepSpeedEngine):
-        engine.engine.save_checkpoint(str(state_dir / "deepspeed"), tag="state")
+        # Only what trains: the frozen base is the checkpoint named in the recipe, not 14 GB per save.
+        engine.engine.save_checkpoint(str(state_dir / "deepspeed"), tag="state", exclude_frozen_parameters=True)
     elif dist.is_main:
         ckpt.save_torch_state(state_dir, engine, trainable)
     torch.save(ckpt.capture_rng(), state_dir / f"rng_rank{dist.rank}.pt")
     if dist.is_main:
         lora, extras = _split_state(module, trainable)
         save_bundle(tmp, module.view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(), model_config=recipe.model_config())
-        ckpt.write_trainer_state(state_dir, {"step": step, "history": history, "metrics": metrics, "world_size": dist.world_size})
+        ckpt.write_trainer_state(state_dir, {"step": step, "history": history, "window": list(window), "metrics": metrics,
+                                             "world_size": dist.world_size})
     distributed.barrier()
     if dist.is_main:
         shutil.rmtree(path, ignore_errors=True)
@@ -283,7 +316,8 @@ def _load_checkpoint(path: Path, engine, dist) -> dict:
     if state.get("world_size", 1) != dist.world_size:
         raise TrainingError(f"{path} was written by {state['world_size']} processes; resume with the same number (now {dist.world_size})")
     if isinstance(engine, DeepSpeedEngine):
-        engine.engine.load_checkpoint(str(state_dir / "deepspeed"), tag="state")
+        # The checkpoint holds trainables only (the frozen base comes from the recipe's model).
+        engine.engine.load_checkpoint(str(state_dir / "deepspeed"), tag="state", load_module_strict=False)
     else:
         ckpt.load_torch_state(state_dir, engine)
     state["rng"] = torch.load(state_dir / f"rng_rank{dist.rank}.pt", weights_only=True)
