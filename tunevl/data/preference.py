@@ -109,12 +109,12 @@ def normalise_preference(record: dict, where: str = "record", *, text_first: boo
         prompt = [{"role": "user", "content": _items(prompt, where, "prompt")}] if isinstance(prompt, str) else _messages(prompt, where, "prompt")
         chosen = [{"role": "assistant", "content": _items(chosen, where, "chosen")}]
         rejected = [{"role": "assistant", "content": _items(rejected, where, "rejected")}]
+    if not prompt or prompt[-1]["role"] != "user":
+        raise DataError(f"{where}: prompt: expected messages ending with a user turn")
     for key, turns in (("chosen", chosen), ("rejected", rejected)):
         if not turns or any(m["role"] != "assistant" for m in turns):
             raise DataError(f"{where}: {key}: after the prompt, expected assistant turns only, got "
                             f"{[m['role'] for m in turns] or 'nothing'}")
-    if not prompt or prompt[-1]["role"] != "user":
-        raise DataError(f"{where}: prompt: expected messages ending with a user turn")
     system = record.get("system_prompt")
     if system and prompt[0]["role"] != "system":
         prompt = [{"role": "system", "content": [{"type": "text", "text": system}]}, *prompt]
