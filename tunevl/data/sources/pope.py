@@ -9,14 +9,11 @@ with the official parsing.
 
 from __future__ import annotations
 
-from typing import Any
-
-from tunevl.data.sources.base import Source
-from tunevl.data.sources.tabular import _read_json_rows
+from tunevl.data.sources.tabular import _read_json_rows, _RowSource
 from tunevl.errors import DataError
 
 
-class PopeSource(Source):
+class PopeSource(_RowSource):
     """Records of a POPE question file.
 
     Args:
@@ -41,15 +38,3 @@ class PopeSource(Source):
                 raise DataError(f"{self.location(i)}: label: expected 'yes' or 'no', got {row['label']!r}")
             self._rows.append({"image": row["image"], "text": f"{row['text']}{prompt_suffix}", "answer": label,
                                "question_id": row.get("question_id", i)})
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def _record(self, i: int) -> dict[str, Any]:
-        return dict(self._rows[i])
-
-    def _line(self, i: int) -> int | None:
-        return self._lines[i] if self._lines is not None else None
-
-    def first_missing(self, field: str) -> int | None:
-        return None if field in ("image", "text", "answer", "question_id") else (0 if self._rows else None)
