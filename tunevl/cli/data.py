@@ -148,7 +148,7 @@ def _reference_logps(args) -> int:
     recipe.validate()
     objectives = [o for o in recipe.build_objectives() if hasattr(o, "reference_columns")]
     if not objectives:
-        raise FileNotFoundError(f"{recipe.file}: no preference objective (dpo, svco) to compute reference log-probs for")
+        raise recipe.error(("objectives",), "no preference objective (dpo, svco) to compute reference log-probs for")
     cfg = recipe.train_config()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
