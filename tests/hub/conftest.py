@@ -304,6 +304,7 @@ class BundleKind:
     mentions: tuple
     merge_changes: tuple
     merge_keeps: tuple
+    data: tuple = ()  # data.train / data.eval overrides; default: synthetic questions
 
     @property
     def generative(self) -> bool:
@@ -337,8 +338,8 @@ class BundleKind:
             "train.warmup_ratio": 0.0, "data.train.num_samples": 16, "data.train.image_size": 32,
             "data.eval.num_samples": 4, "data.eval.image_size": 32, **extra,
         }
-        synthetic = ["data.train={_component_: synthetic_vqa, split: train}",  # the recipes read your JSONL
-                     "data.eval={_component_: synthetic_vqa, split: eval}"]
+        synthetic = list(self.data) or ["data.train={_component_: synthetic_vqa, split: train}",  # the recipes read your JSONL
+                                        "data.eval={_component_: synthetic_vqa, split: eval}"]
         return synthetic + [f"{k}={v}" for k, v in items.items()]
 
     # ---- probes: what a loaded bundle computes on fixed inputs ---------------------------------
@@ -375,6 +376,8 @@ class BundleKind:
             assert torch.equal(got[key], value) if isinstance(value, torch.Tensor) else got[key] == value, key
 
 
+_CONTRAST = ("data.train={_component_: synthetic_contrast, split: train}",  # preference recipes: synthetic
+             "data.eval={_component_: synthetic_contrast, split: eval}")    # minimal-contrast pairs
 _CLIP_MERGE = dict(merge_changes=("self_attn.q_proj.weight",), merge_keeps=("mlp.fc1",))
 KINDS = [
     BundleKind("lora", "quickstart", {"model.train_logit_scale": "false"},
@@ -393,6 +396,14 @@ KINDS = [
                frozenset({"tunevl", "qwen2_vl", "lora", "soft-prompt", "next_token"}), ("r=8", "synthetic_vqa", "accuracy"),
                merge_changes=("language_model.layers.0.self_attn.q_proj", "visual.blocks.1.attn.qkv"),
                merge_keeps=("language_model.layers.0.mlp", "visual.merger", "embed_tokens", "lm_head")),
+    BundleKind("llava:svco+lora+projector", "lvlm/svco_llava", {"model.name_or_path": "tiny-llava"},
+               frozenset({"tunevl", "llava", "lora", "peft", "svco"}), ("r=16", "synthetic_contrast", "accuracy"),
+               merge_changes=("language_model.layers.0.self_attn.q_proj", "multi_modal_projector.linear_1"),
+               merge_keeps=("vision_tower.", "embed_tokens", "lm_head"), data=_CONTRAST),
+    BundleKind("qwen2_vl:dpo+lora", "lvlm/dpo_qwen2_vl", {"model.name_or_path": "tiny-qwen2-vl", "train.gradient_accumulation_steps": 1},
+               frozenset({"tunevl", "qwen2_vl", "lora", "peft", "dpo"}), ("r=16", "synthetic_contrast", "accuracy"),
+               merge_changes=("language_model.layers.1.self_attn.v_proj",),
+               merge_keeps=("language_model.layers.0.mlp", "visual.", "embed_tokens", "lm_head"), data=_CONTRAST),
 ]
 # A new adapter kind or family joins the Hub round-trip matrix (push -> load, card, merge) by adding one entry.
 BUNDLE_KINDS: dict[str, BundleKind] = {k.name: k for k in KINDS}

@@ -1,4 +1,5 @@
-"""``tunevl data synth|check``: write synthetic data sets, and check a recipe's data before training."""
+"""``tunevl data synth|check|reference-logps``: write synthetic data sets, check a recipe's data before training,
+precompute the reference log-probs of its preference objectives."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-KINDS = ("shapes", "classification")
+KINDS = ("shapes", "classification", "contrast")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -17,7 +18,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     )
     synth.add_argument("--kind", choices=KINDS, default="shapes",
                        help="shapes: captions like 'three red circles'; classification: the same images, "
-                            "labelled by shape, filed under images/<class>/ (default: shapes)")
+                            "labelled by shape, filed under images/<class>/; contrast: minimal-visual-contrast "
+                            "pairs (two images differing in one count, colour or position) in S-VCO's MVC layout "
+                            "(default: shapes)")
     synth.add_argument("--out", required=True, help="output folder (created)")
     synth.add_argument("--num-samples", type=_positive, default=256, help="number of records (default: 256)")
     synth.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same files (default: 0)")
@@ -34,6 +37,19 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     check.add_argument("recipe", help="a recipe file, or the name of a shipped recipe")
     check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, as for 'tunevl train'")
 
+    ref = sub.add_parser(
+        "reference-logps", help="precompute the reference log-probs of a recipe's preference objectives",
+        description="Compute the reference log-probs (base model, adapters off) of every preference objective "
+                    "(dpo, svco) of a recipe on its data.train, and cache them next to the data under a key of "
+                    "the data content, base model, tokenizer and chat template, processor settings and reference. "
+                    "Training with precompute_ref_log_probs: true then reads them instead of running the reference.",
+    )
+    ref.add_argument("recipe", help="a recipe file, or the name of a shipped recipe")
+    ref.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, as for 'tunevl train'")
+    ref.add_argument("--batch-size", type=_positive, default=8, help="pairs per forward pass (default: 8)")
+    ref.add_argument("--device", help="e.g. cuda or cpu (default: cuda when available)")
+    ref.add_argument("--force", action="store_true", help="recompute even when a valid cache exists")
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -45,12 +61,21 @@ def _positive(text: str) -> int:
 def run(args) -> int:
     if args.data_command == "synth":
         return _synth(args)
+    if args.data_command == "reference-logps":
+        return _reference_logps(args)
     return _check(args)
 
 
 def _synth(args) -> int:
     from tunevl.data.synthetic import SyntheticShapes, write_synthetic
 
+    if args.kind == "contrast":
+        from tunevl.data.synthetic_contrast import SyntheticContrast, write_mvc
+
+        path = write_mvc(args.out, SyntheticContrast(args.num_samples, args.split, args.seed, args.image_size))
+        print(f"wrote {args.num_samples} minimal-contrast pairs to {path}")
+        print(f"read it in a recipe with:  data.train: {{_component_: preference, path: {path}}}")
+        return 0
     dataset = SyntheticShapes(num_samples=args.num_samples, split=args.split, seed=args.seed, image_size=args.image_size)
     if args.kind == "shapes":
         jsonl = write_synthetic(args.out, dataset)
@@ -105,4 +130,35 @@ def _check(args) -> int:
         if dataset is not None:
             classes = getattr(dataset, "classnames", None)
             print(f"data.{split}: {len(dataset)} records ok" + (f", {len(classes)} classes" if classes else ""))
+    return 0
+
+
+def _reference_logps(args) -> int:
+    """Load the recipe's model with its adapters (the reference switches them off), score data.train, cache."""
+    import torch
+
+    from tunevl.config import load_recipe
+    from tunevl.data.preflight import build_dataset
+    from tunevl.models import resolve_dtype
+    from tunevl.objectives.reference import prepare_reference_logps
+    from tunevl.train.distributed import DistInfo
+    from tunevl.train.loop import build_view
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    recipe.validate()
+    objectives = [o for o in recipe.build_objectives() if hasattr(o, "reference_columns")]
+    if not objectives:
+        raise recipe.error(("objectives",), "no preference objective (dpo, svco) to compute reference log-probs for")
+    cfg = recipe.train_config()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    view = build_view(recipe, torch_dtype=resolve_dtype(recipe.model_config().dtype, bf16))
+    view.model.to(device)
+    dataset = build_dataset(recipe, "train", objectives)
+    paths = prepare_reference_logps(objectives, view, dataset, recipe.model_config(), DistInfo(device=device),
+                                    autocast=bf16 and not cfg.deepspeed, batch_size=args.batch_size, force=args.force,
+                                    only_flagged=False)
+    for objective, path in zip(objectives, paths):
+        flag = "" if objective.precompute_ref_log_probs else "  (set precompute_ref_log_probs: true on it to train from them)"
+        print(f"{type(objective).__name__}: {len(dataset)} records -> {path}{flag}")
     return 0

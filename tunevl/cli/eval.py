@@ -1,4 +1,5 @@
-"""``tunevl eval MODEL --data SPEC``: retrieval recall@k and zero-shot accuracy of a dual encoder."""
+"""``tunevl eval MODEL --data SPEC``: retrieval recall@k and zero-shot accuracy of a dual encoder; answer
+accuracy, image-grounded preference accuracy or POPE of a generative LVLM (by what the records carry)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "  tunevl eval runs/quickstart\n"
         "  tunevl eval runs/coco --data dataset_coco.json --data-arg split=test --data-arg image_root=/data/coco\n"
         "  tunevl eval runs/pets --data split_zhou_OxfordPets.json --data-arg image_root=/data/oxford_pets/images "
-        "--template 'a photo of a {}, a type of pet.'"
+        "--template 'a photo of a {}, a type of pet.'\n"
+        "  tunevl eval runs/svco_llava --data pope:coco_pope_random.json --data-arg image_root=/data/coco/val2014\n"
+        "  tunevl eval runs/svco_llava --data preference:mvc_val.json"
     )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -62,7 +65,8 @@ def run(args) -> int:
         cfg = EvalConfig(**{**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}})
     except ValueError as err:
         raise RecipeError(str(err)) from None
-    metrics = evaluate(encoder, dataset, cfg)
+    generative = hasattr(getattr(encoder, "view", None), "sequence_logps")  # LVLMs: by what the records carry
+    metrics = evaluate(encoder.view if generative else encoder, dataset, cfg)
     result = {"model": args.model, "data": _describe(dataset), "metrics": metrics}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -103,8 +107,9 @@ def load_encoder(model: str, *, base: bool = False, revision: str | None = None,
         encoder = _base_encoder(ModelConfig(name_or_path=model))
     else:
         encoder = load(model, revision=revision)
-    if not hasattr(encoder, "embed_images") or not hasattr(encoder, "embed_texts"):
-        raise BundleError(f"{model} is not a dual encoder; tunevl eval measures retrieval and zero-shot of CLIP/SigLIP models")
+    generative = hasattr(getattr(encoder, "view", None), "sequence_logps")
+    if not generative and (not hasattr(encoder, "embed_images") or not hasattr(encoder, "embed_texts")):
+        raise BundleError(f"{model} is neither a dual encoder nor a generative LVLM")
     return (encoder.to(device) if device else encoder), recipe
 
 

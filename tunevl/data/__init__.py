@@ -4,16 +4,20 @@ A record is a dict with optional fields (``image``, ``text``, ``count``, ``label
 see DESIGN.md "Records". Recipes name sources by the short names in :data:`DATASETS`:
 the synthetic sets and the file readers of :mod:`tunevl.data.sources` (``jsonl``, ``csv``,
 ``parquet``, ``load_from_disk``, ``imagefolder``, ``coco_captions``, ``karpathy``,
-``coop_split``). :func:`tunevl.data.preflight.preflight` checks a dataset before training.
+``coop_split``; ``preference`` for TRL and MVC preference pairs). :func:`tunevl.data.preflight.preflight` checks a dataset before training.
 """
 
+from tunevl.data.preference import PreferenceSource
 from tunevl.data.sources import SOURCES, RECORD_FIELDS
 from tunevl.data.synthetic import SyntheticShapes
+from tunevl.data.synthetic_contrast import SyntheticContrast
 from tunevl.data.synthetic_vqa import SyntheticVQA
 
 DATASETS = {
     "synthetic_shapes": SyntheticShapes,
     "synthetic_vqa": SyntheticVQA,
+    "synthetic_contrast": SyntheticContrast,
+    "preference": PreferenceSource,
     **SOURCES,
 }
 

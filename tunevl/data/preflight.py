@@ -199,3 +199,14 @@ def build_dataset(recipe, split: str, objectives: Sequence = ()):
     if dataset is None:
         return None
     return preflight(dataset, objectives, split=split)
+
+
+def check_lengths(view, dataset, objectives: Sequence = ()) -> None:
+    """Pre-flight of a generative view: truncation to ``model.max_length`` must not cut into image tokens
+    or leave no answer, in the records' ``messages`` and in the sequences an objective builds from a
+    record (preference objectives: ``length_conversations(record)``)."""
+    own = [o for o in objectives if hasattr(o, "length_conversations")]
+    if not own or any("messages" in o.requires for o in objectives):
+        view.check_lengths(dataset)
+    for objective in own:
+        view.check_lengths([{**c, "index": i} for i in range(len(dataset)) for c in objective.length_conversations(dataset[i])])

@@ -1,4 +1,5 @@
-"""Evaluation: image-text retrieval and zero-shot classification for dual encoders, answer accuracy for LVLMs.
+"""Evaluation: image-text retrieval and zero-shot classification for dual encoders; answer accuracy,
+preference accuracy and POPE for LVLMs (:mod:`tunevl.eval.lvlm`).
 
 :func:`evaluate` picks what the data supports: retrieval when the records carry
 ``text`` or ``captions``, zero-shot classification when they carry ``label`` and the
@@ -60,10 +61,10 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
     from tunevl.train.config import EvalConfig
 
     cfg = eval_cfg if eval_cfg is not None else EvalConfig()
-    if hasattr(encoder, "sequence_logps"):  # a generative view: answer accuracy on question records
-        from tunevl.eval.generative import answer_accuracy
+    if hasattr(encoder, "sequence_logps"):  # a generative view: what its records carry decides (tunevl.eval.lvlm)
+        from tunevl.eval.lvlm import evaluate_lvlm
 
-        return answer_accuracy(encoder, dataset)
+        return evaluate_lvlm(encoder, dataset, cfg)
     encoder = _as_encoder(encoder, batch_size)
     n = len(dataset) if cfg.max_samples is None else min(len(dataset), cfg.max_samples)
     if n == 0:
@@ -132,8 +133,9 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
 
 
 def format_table(metrics: dict[str, Any], title: str | None = None) -> str:
-    """A readable two-column table of metrics (percentages with one decimal, counts as integers)."""
-    rows = [(k, f"{v:.1f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()
+    """A readable two-column table of metrics (percentages with one decimal, fractions with three, counts as integers)."""
+    digits = 1 if any("_R@" in k or k.startswith("zeroshot_") for k in metrics) else 3  # percentages vs fractions
+    rows = [(k, f"{v:.{digits}f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not rows:
         return title or ""

@@ -317,6 +317,8 @@ class LvlmView:
         A training batch without images gets one masked-out blank image (``hidden_image``; see
         :meth:`_collate_with_hidden_image`).
         """
+        if fields is not None and "messages" not in fields:  # every objective collates its own sequences
+            return {"index": torch.tensor([r.get("index", -1) for r in records])}
         all_images, per_record = [], []
         for r in records:
             images = [load_image(im) for im in record_images(r)]

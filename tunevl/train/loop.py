@@ -23,12 +23,13 @@ from tunevl.adapters.bundle import git_sha, save_bundle, versions
 from tunevl.adapters.card import make_card
 from tunevl.adapters.lora import apply_lora, is_adapter_key
 from tunevl.adapters.soft_prompt import apply_soft_prompt
-from tunevl.data.preflight import build_dataset
+from tunevl.data.preflight import build_dataset, check_lengths
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.config.errors import RecipeError
 from tunevl.errors import TrainingError
 from tunevl.eval import evaluate
 from tunevl.models import load_view, resolve_dtype
+from tunevl.objectives.reference import prepare_reference_logps
 from tunevl.train import checkpoint as ckpt
 from tunevl.train import distributed
 from tunevl.train.deepspeed_config import resolve_deepspeed_config
@@ -183,7 +184,7 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
     module = TrainModule(view, objectives)
     train_ds, eval_ds = build_dataset(recipe, "train", objectives), build_dataset(recipe, "eval")
     if getattr(view, "max_length", None):  # generative views: truncation must not cut into image tokens
-        view.check_lengths(train_ds)
+        check_lengths(view, train_ds, objectives)
     do_eval = eval_ds is not None
 
     def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
@@ -199,6 +200,8 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
     else:
         engine = TorchEngine(module, cfg, dist, total_steps, bf16)
     module.train()
+    prepare_reference_logps(objectives, view, train_ds, recipe.model_config(), dist, autocast=bf16 and not cfg.deepspeed,
+                            batch_size=cfg.per_device_eval_batch_size, workers=cfg.dataloader_num_workers)
     if getattr(engine, "partitioned", None) and dist.is_main:
         n = engine.partitioned
         log.info("ZeRO-3 partitioned %d of %d parameters", n["partitioned"], n["total"])

@@ -13,6 +13,7 @@ import os
 from tunevl.data.sources.base import IMAGE_FIELDS, RECORD_FIELDS, Source
 from tunevl.data.sources.captions import CocoCaptions, KarpathySplit
 from tunevl.data.sources.folder import CoopSplit, ImageFolder
+from tunevl.data.sources.pope import PopeSource
 from tunevl.data.sources.tabular import CsvSource, JsonlSource, ParquetSource, SavedDataset
 
 #: Recipe names of the file-backed sources.
@@ -25,6 +26,7 @@ SOURCES = {
     "coco_captions": CocoCaptions,
     "karpathy": KarpathySplit,
     "coop_split": CoopSplit,
+    "pope": PopeSource,
 }
 
 
@@ -71,5 +73,5 @@ def detect_source(path: str) -> str:
 
 __all__ = [
     "IMAGE_FIELDS", "RECORD_FIELDS", "SOURCES", "CocoCaptions", "CoopSplit", "CsvSource", "ImageFolder",
-    "JsonlSource", "KarpathySplit", "ParquetSource", "SavedDataset", "Source", "detect_source",
+    "JsonlSource", "KarpathySplit", "ParquetSource", "PopeSource", "SavedDataset", "Source", "detect_source",
 ]

@@ -27,13 +27,13 @@ from tunevl.errors import DataError
 #: Every record field (DESIGN.md "Records"); ``captions`` holds all captions of an image for retrieval.
 RECORD_FIELDS: tuple[str, ...] = (
     "image", "images", "text", "long_text", "captions", "messages", "system_prompt", "negatives",
-    "negative_image", "count", "label", "prompt", "chosen", "rejected", "contrast_image", "contrast_text",
-    "index",
+    "negative_image", "count", "label", "prompt", "chosen", "rejected", "contrast_image", "contrast_images",
+    "contrast_text", "index",
 )
 IMAGE_FIELDS: tuple[str, ...] = ("image", "negative_image", "contrast_image")
-IMAGE_LIST_FIELDS: tuple[str, ...] = ("images",)
+IMAGE_LIST_FIELDS: tuple[str, ...] = ("images", "contrast_images")
 # Fields holding lists; in a CSV cell they are JSON or Python literals (NegCLIP writes the latter).
-LIST_FIELDS: tuple[str, ...] = ("images", "captions", "negatives", "messages")
+LIST_FIELDS: tuple[str, ...] = ("images", "contrast_images", "captions", "negatives", "messages")
 
 
 class Source:

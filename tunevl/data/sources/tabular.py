@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from tunevl.data.sources.base import (
+    IMAGE_LIST_FIELDS,
     LIST_FIELDS,
     Source,
     convert_count,
@@ -234,12 +235,12 @@ class _ArrowSource(Source):
             for i, path in enumerate(paths):
                 if path:
                     yield i, field, self.column(field), self.resolve(path)
-        if "images" in self.columns:  # rare: per-record lists, read record by record
+        for field in (f for f in IMAGE_LIST_FIELDS if f in self.columns):  # rare: per-record lists, read record by record
             for i in range(len(self)):
-                for k, value in enumerate(self._record(i).get("images") or ()):
+                for k, value in enumerate(self._record(i).get(field) or ()):
                     path = value.get("path") if isinstance(value, dict) and value.get("bytes") is None else value
                     if isinstance(path, str) and path:
-                        yield i, "images", f"{self.column('images')}[{k}]", self.resolve(path)
+                        yield i, field, f"{self.column(field)}[{k}]", self.resolve(path)
 
 
 class ParquetSource(_ArrowSource):
