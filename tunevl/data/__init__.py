@@ -4,9 +4,11 @@ A record is a dict with optional fields (``image``, ``text``, ``count``, ``label
 see DESIGN.md "Records". Recipes name sources by the short names in :data:`DATASETS`:
 the synthetic sets and the file readers of :mod:`tunevl.data.sources` (``jsonl``, ``csv``,
 ``parquet``, ``load_from_disk``, ``imagefolder``, ``coco_captions``, ``karpathy``,
-``coop_split``). :func:`tunevl.data.preflight.preflight` checks a dataset before training.
+``coop_split``), and ``few_shot`` (k records per class of another source, or half of its classes).
+:func:`tunevl.data.preflight.preflight` checks a dataset before training.
 """
 
+from tunevl.data.fewshot import FewShot
 from tunevl.data.sources import SOURCES, RECORD_FIELDS
 from tunevl.data.synthetic import SyntheticShapes
 from tunevl.data.synthetic_vqa import SyntheticVQA
@@ -15,6 +17,7 @@ DATASETS = {
     "synthetic_shapes": SyntheticShapes,
     "synthetic_vqa": SyntheticVQA,
     **SOURCES,
+    "few_shot": FewShot,
 }
 
 __all__ = ["DATASETS", "RECORD_FIELDS", "SyntheticShapes"]

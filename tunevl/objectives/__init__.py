@@ -4,6 +4,7 @@ Recipes name them by the short names in :data:`OBJECTIVES` or by a dotted import
 """
 
 from tunevl.objectives.base import Objective
+from tunevl.objectives.classification import Classification
 from tunevl.objectives.contrastive import Contrastive, Sigmoid
 from tunevl.objectives.next_token import NextToken
 
@@ -11,6 +12,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "contrastive": Contrastive,
     "sigmoid": Sigmoid,
     "next_token": NextToken,
+    "classification": Classification,
 }
 
-__all__ = ["OBJECTIVES", "Contrastive", "NextToken", "Objective", "Sigmoid"]
+__all__ = ["OBJECTIVES", "Classification", "Contrastive", "NextToken", "Objective", "Sigmoid"]

@@ -13,6 +13,7 @@ from torch import nn
 
 from tunevl.train.config import TrainConfig
 from tunevl.train.distributed import DistInfo
+from tunevl.train.optim import deepspeed_optimizer_params, deepspeed_optimizer_type, make_optimizer
 
 _PRESETS = Path(__file__).resolve().parent.parent / "recipes" / "deepspeed"
 
@@ -72,7 +73,7 @@ class TrainModule(nn.Module):
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay on biases, norms (1-d) and scalars such as the logit scale."""
+    """Optimizer groups: no decay on biases, norms (1-d) and scalars such as the logit scale."""
     decay, no_decay = [], []
     for p in module.parameters():
         if p.requires_grad:
@@ -110,17 +111,12 @@ def resolve_deepspeed_config(value: str, cfg: TrainConfig, dist_info: DistInfo, 
     ds.setdefault("bf16", {})
     if ds["bf16"].get("enabled", "auto") == "auto":
         ds["bf16"]["enabled"] = bf16
-    opt = ds.setdefault("optimizer", {"type": "AdamW", "params": {}})
+    opt = ds.setdefault("optimizer", {"type": deepspeed_optimizer_type(cfg), "params": {}})
     params = opt.setdefault("params", {})
-    for key, val in {
-        "lr": cfg.learning_rate,
-        "betas": [cfg.adam_beta1, cfg.adam_beta2],
-        "eps": cfg.adam_epsilon,
-        "weight_decay": cfg.weight_decay,
-    }.items():
+    for key, val in deepspeed_optimizer_params(cfg, opt.get("type", "AdamW")).items():
         if params.get(key, "auto") == "auto":
             params[key] = val
-    if dist_info.device.type == "cpu":
+    if dist_info.device.type == "cpu" and "adam" in opt.get("type", "AdamW").lower():
         params.setdefault("torch_adam", True)  # DeepSpeed's fused Adam needs a long JIT build on CPU
     ds.setdefault("steps_per_print", 10**9)
     return ds
@@ -184,12 +180,7 @@ class TorchEngine:
         if dist_info.world_size > 1:
             ids = [dist_info.device] if dist_info.device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(module, device_ids=ids)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(module, cfg.weight_decay),
-            lr=cfg.learning_rate,
-            betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_epsilon,
-        )
+        self.optimizer = make_optimizer(cfg, param_groups(module, cfg.weight_decay))
         self.scheduler = make_scheduler(cfg, self.optimizer, total_steps)
         self.trainable = [p for p in module.parameters() if p.requires_grad]
         self.snapshot = StepSnapshot(self.optimizer, self.scheduler)

@@ -22,7 +22,9 @@ import torch
 from tunevl.adapters.bundle import git_sha, save_bundle, versions
 from tunevl.adapters.card import make_card
 from tunevl.adapters.lora import apply_lora, is_adapter_key
+from tunevl.adapters.prompts import apply_prompt_adapters
 from tunevl.adapters.soft_prompt import apply_soft_prompt
+from tunevl.data.fewshot import describe_training_data
 from tunevl.data.preflight import build_dataset
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.errors import TrainingError
@@ -50,6 +52,7 @@ def build_view(recipe, torch_dtype=None):
     soft_prompt = recipe.soft_prompt()
     if soft_prompt is not None:
         apply_soft_prompt(view, soft_prompt)
+    apply_prompt_adapters(view, recipe.tree.get("adapters"))
     trainable = [p for p in view.model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("nothing to train: the recipe has no adapters and no extra trainables")
@@ -161,8 +164,11 @@ def run(recipe) -> tuple[dict, TrainModule]:
     if cfg.gradient_checkpointing:
         _enable_checkpointing(view.base_model)
     objectives = recipe.build_objectives()
-    module = TrainModule(view, objectives)
     train_ds, eval_ds = build_dataset(recipe, "train", objectives), build_dataset(recipe, "eval")
+    for objective in objectives:  # before the trainables are collected: it may add some (class-specific prompts)
+        objective.setup(view, train_ds)
+    view.train_data_info = describe_training_data(train_ds)  # recorded in the bundle (few-shot selection)
+    module = TrainModule(view, objectives)
     if getattr(view, "max_length", None):  # generative views: truncation must not cut into image tokens
         view.check_lengths(train_ds)
     do_eval = eval_ds is not None
@@ -170,7 +176,6 @@ def run(recipe) -> tuple[dict, TrainModule]:
     def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
         return evaluate(view, eval_ds, eval_cfg, batch_size=cfg.per_device_eval_batch_size)
 
-    fields = set().union(*(o.requires for o in objectives))
     stream = MicroBatchStream(
         len(train_ds), cfg.per_device_train_batch_size, dist.world_size, dist.rank, cfg.seed, cfg.gradient_accumulation_steps
     )
@@ -178,6 +183,9 @@ def run(recipe) -> tuple[dict, TrainModule]:
     engine_cls = DeepSpeedEngine if cfg.deepspeed else TorchEngine
     engine = engine_cls(module, cfg, dist, total_steps, bf16)
     module.train()
+    for objective in objectives:  # on the device, every rank: e.g. a frozen tower's feature cache
+        objective.prepare(view, train_ds, dist=dist, cfg=cfg, bf16=bf16)
+    fields = set().union(*(o.batch_fields() for o in objectives))
     if getattr(engine, "partitioned", None) and dist.is_main:
         n = engine.partitioned
         log.info("ZeRO-3 partitioned %d of %d parameters", n["partitioned"], n["total"])
