@@ -39,6 +39,7 @@ def test_deepspeed_config_gets_the_recipes_optimizer(tmp_path):
     cpu = DistInfo()
     sgd = resolve_deepspeed_config(str(tmp_path / "ds.json"), TrainConfig(optim="sgd", learning_rate=2e-3, weight_decay=5e-4), cpu, False)
     assert sgd["optimizer"] == {"type": "SGD", "params": {"lr": 2e-3, "momentum": 0.9, "weight_decay": 5e-4}}
+    assert sgd["zero_allow_untested_optimizer"] is True
     adamw = resolve_deepspeed_config(str(tmp_path / "ds.json"), TrainConfig(), cpu, False)
     assert adamw["optimizer"]["type"] == "AdamW" and adamw["optimizer"]["params"]["torch_adam"] is True
     assert adamw["optimizer"]["params"]["betas"] == [0.9, 0.999]

@@ -116,6 +116,8 @@ def resolve_deepspeed_config(value: str, cfg: TrainConfig, dist_info: DistInfo, 
     for key, val in deepspeed_optimizer_params(cfg, opt.get("type", "AdamW")).items():
         if params.get(key, "auto") == "auto":
             params[key] = val
+    if opt.get("type", "").lower() == "sgd":  # ZeRO lists SGD as untested; its update is elementwise, so exact when partitioned
+        ds.setdefault("zero_allow_untested_optimizer", True)
     if dist_info.device.type == "cpu" and "adam" in opt.get("type", "AdamW").lower():
         params.setdefault("torch_adam", True)  # DeepSpeed's fused Adam needs a long JIT build on CPU
     ds.setdefault("steps_per_print", 10**9)
