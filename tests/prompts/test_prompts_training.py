@@ -182,3 +182,19 @@ def test_feature_cache_switches_itself_off_and_says_why(case, reason, tmp_path, 
     assert objective.batch_fields() == ({"label"} if reason is None or "augment" in reason else {"image", "label"})
     if reason is not None:
         assert f"feature cache off: {reason}" in caplog.text
+
+
+def test_eval_cli_scores_a_prompt_bundle_base_to_new(coop_run, tmp_path, capsys):
+    from tunevl.cli import main
+    from tunevl.eval import evaluate
+    from tunevl.train.config import EvalConfig
+
+    _, _, _, out = coop_run
+    assert main(["data", "synth", "--kind", "classification", "--out", str(tmp_path / "d"), "--num-samples", "24"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(tmp_path / "d" / "images"), "--base-to-new", "--no-retrieval", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["metrics"]
+    from tunevl.data.sources import ImageFolder
+
+    want = evaluate(tunevl.load(out), ImageFolder(str(tmp_path / "d" / "images")), EvalConfig(retrieval=False, base_to_new=True))
+    assert got == pytest.approx(want) and {"base_top1", "new_top1", "harmonic_mean"} <= set(got)

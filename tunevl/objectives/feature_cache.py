@@ -51,6 +51,7 @@ class FeatureCache:
 
     def __init__(self):
         self.features: torch.Tensor | None = None
+        self.fill_seconds: float | None = None
 
     @property
     def filled(self) -> bool:
@@ -81,6 +82,7 @@ class FeatureCache:
             torch.distributed.all_gather(parts, local.contiguous())
             local = torch.cat(parts)
         self.features = local[:n]
+        self.fill_seconds = time.time() - started
         log.info("feature cache: %d image features computed once in %.1f s; the image tower does not run in training",
                  n, time.time() - started)
 
