@@ -198,3 +198,29 @@ def test_eval_cli_scores_a_prompt_bundle_base_to_new(coop_run, tmp_path, capsys)
 
     want = evaluate(tunevl.load(out), ImageFolder(str(tmp_path / "d" / "images")), EvalConfig(retrieval=False, base_to_new=True))
     assert got == pytest.approx(want) and {"base_top1", "new_top1", "harmonic_mean"} <= set(got)
+
+
+def test_resume_of_class_specific_prompts_with_augmentation_matches_uninterrupted(tmp_path):
+    """Class-specific contexts exist before the checkpoint is read; augmentation draws follow the restored RNG."""
+    common = dict(steps=6, shots=4, with_eval=False, **{"adapters.coop.class_specific": "true", "train.save_steps": 3,
+                                                        "train.per_device_train_batch_size": 4, "train.warmup_ratio": 0.0,
+                                                        "objectives.0.augment": "crop_flip", "train.learning_rate": 0.05})
+    run(_recipe("clip/coop", tmp_path / "full", **common))
+    resumed = _recipe("clip/coop", tmp_path / "resumed", **common,
+                      **{"train.resume_from_checkpoint": str(tmp_path / "full" / "checkpoint-3")})
+    metrics, _ = run(resumed)
+    assert metrics["train"]["steps"] == 6
+    want, got = (load_file(tmp_path / d / "tunevl_extras.safetensors")["text_prompts.ctx"] for d in ("full", "resumed"))
+    assert want.shape == (6, 16, 64)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_deep_visual_prompts_under_gradient_checkpointing_learn_the_same(tmp_path):
+    prompts = {}
+    for ckpt in ("false", "true"):
+        recipe = _recipe("clip/vpt", tmp_path / ckpt, steps=2, shots=2, with_eval=False,
+                         **{"train.gradient_checkpointing": ckpt, "objectives.0.augment": "none",
+                            "train.per_device_train_batch_size": 4, "train.warmup_ratio": 0.0})
+        run(recipe)
+        prompts[ckpt] = load_file(tmp_path / ckpt / "tunevl_extras.safetensors")["visual_prompts.prompts"]
+    torch.testing.assert_close(prompts["true"], prompts["false"], rtol=0, atol=1e-6)
