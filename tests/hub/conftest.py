@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -426,15 +425,8 @@ BUNDLE_KINDS: dict[str, BundleKind] = {k.name: k for k in KINDS}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _tiny_cache(tmp_path_factory):
-    """Tiny models built on demand (tiny-siglip, tiny-llava, tiny-qwen2-vl) go to a session folder, not ~/.cache."""
-    previous = os.environ.get("TUNEVL_CACHE")
-    os.environ["TUNEVL_CACHE"] = str(tmp_path_factory.mktemp("tunevl_cache"))
-    yield
-    if previous is None:
-        os.environ.pop("TUNEVL_CACHE", None)
-    else:
-        os.environ["TUNEVL_CACHE"] = previous
+def _tiny_cache(session_tiny_cache):
+    """Tiny models built on demand go to a session folder, not ~/.cache (tests/conftest.py)."""
 
 
 @pytest.fixture(params=list(BUNDLE_KINDS))

@@ -13,7 +13,12 @@ from torch import nn
 
 import tunevl
 from tunevl.adapters.card import _FAMILY_INFO
-from tunevl.adapters.merge import detach_tunevl_modules, merge, restore_shapes, split_extras
+from tunevl.adapters.merge import (
+    detach_tunevl_modules,
+    merge,
+    restore_shapes,
+    split_extras,
+)
 from tunevl.adapters.prompts import prompts_disabled
 from tunevl.models.tiny import resolve_builtin
 

@@ -10,11 +10,22 @@ import pytest
 def build_openai_layout_clip(seed: int = 0):
     """A tiny CLIP laid out like OpenAI's checkpoints: ``config.text_config.eos_token_id == 2`` (so transformers
     pools at ``input_ids.argmax()``), the end-of-text token has the largest id, and it also pads."""
-    from tokenizers import Tokenizer
-    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
     import torch
+    from tokenizers import Tokenizer
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPProcessor,
+        PreTrainedTokenizerFast,
+    )
 
-    from tunevl.models.tiny import BOS, EOS, TINY_CLIP_SPEC, build_tiny_clip, build_tiny_tokenizer
+    from tunevl.models.tiny import (
+        BOS,
+        EOS,
+        TINY_CLIP_SPEC,
+        build_tiny_clip,
+        build_tiny_tokenizer,
+    )
 
     spec = json.loads(build_tiny_tokenizer().backend_tokenizer.to_str())
     vocab = spec["model"]["vocab"]
@@ -52,17 +63,8 @@ def openai_layout_clip_path(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _tiny_cache(tmp_path_factory):
-    """tiny-siglip is built on demand into a session folder, not ~/.cache."""
-    import os
-
-    previous = os.environ.get("TUNEVL_CACHE")
-    os.environ["TUNEVL_CACHE"] = str(tmp_path_factory.mktemp("tunevl_cache"))
-    yield
-    if previous is None:
-        os.environ.pop("TUNEVL_CACHE", None)
-    else:
-        os.environ["TUNEVL_CACHE"] = previous
+def _tiny_cache(session_tiny_cache):
+    """Tiny models built on demand go to a session folder, not ~/.cache (tests/conftest.py)."""
 
 
 @pytest.fixture

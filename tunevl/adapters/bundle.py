@@ -83,9 +83,9 @@ def save_bundle(
     ``tunevl.json`` also records the shapes of prompt adapters (``prompts``, so loading can rebuild them)
     and ``view.train_data_info`` when the training loop set it (``train_data``: class names, few-shot draw).
     """
-    from tunevl.adapters.prompts import prompt_metadata
-
     from safetensors.torch import save_file
+
+    from tunevl.adapters.prompts import prompt_metadata
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

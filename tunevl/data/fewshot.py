@@ -22,6 +22,7 @@ import math
 import random
 from typing import Any, Literal
 
+from tunevl.data.preflight import FilteredDataset
 from tunevl.errors import DataError
 
 
@@ -40,7 +41,7 @@ def _label_of(dataset, i: int):
     return dataset[i].get("label")
 
 
-class FewShot:
+class FewShot(FilteredDataset):
     """``num_shots`` records per class of ``source`` (all when None), from all its classes or one half.
 
     Records keep their fields; ``label`` is renumbered within the kept classes and ``index`` is the
@@ -82,27 +83,16 @@ class FewShot:
         for c in kept:  # per class in label order, as CoOp draws them
             items = by_class[c]
             keep += rng.sample(items, num_shots) if num_shots is not None and len(items) >= num_shots else items
-        self.keep = sorted(keep)
+        super().__init__(self.dataset, sorted(keep))
         self._position = {i: j for j, i in enumerate(self.keep)}
 
-    def __len__(self) -> int:
-        return len(self.keep)
-
     def __getitem__(self, j: int) -> dict[str, Any]:
-        if j < 0:
-            j += len(self.keep)
-        if not 0 <= j < len(self.keep):
-            raise IndexError(f"record {j} out of range for {len(self.keep)} records")
-        rec = self.dataset[self.keep[j]]
+        rec = super().__getitem__(j)
         rec["label"] = self.label_map[rec["label"]]
-        rec["index"] = j
         return rec
 
     def label_of(self, j: int) -> int:
         return self.label_map[_label_of(self.dataset, self.keep[j])]
-
-    def location(self, j: int) -> str:
-        return _where(self.dataset, self.keep[j])
 
     def first_missing(self, field: str) -> int | None:
         if hasattr(self.dataset, "first_missing") and self.dataset.first_missing(field) is None:
@@ -125,11 +115,6 @@ class FewShot:
         """What the bundle records: the draw's settings and the source positions it kept."""
         return {"num_shots": self.num_shots, "seed": self.seed, "classes": self.classes, "num_records": len(self.keep),
                 "source_indices": self.keep}
-
-    def __getattr__(self, name: str):
-        if name in ("dataset", "keep", "_position"):  # not yet set (e.g. while unpickling)
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __repr__(self) -> str:
         return f"FewShot({self.dataset!r}, num_shots={self.num_shots}, seed={self.seed}, classes={self.classes!r})"

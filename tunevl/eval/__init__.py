@@ -14,10 +14,9 @@ from typing import Any
 import torch
 
 from tunevl.errors import DataError
-from tunevl.eval.retrieval import caption_relevance, record_captions, retrieval_metrics
 from tunevl.eval.base_to_new import base_to_new_metrics
+from tunevl.eval.retrieval import caption_relevance, record_captions, retrieval_metrics
 from tunevl.eval.zeroshot import class_embeddings, score_metrics
-
 
 log = logging.getLogger("tunevl")
 
