@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -311,6 +310,11 @@ class BundleKind:
         return self.recipe.startswith("lvlm/")
 
     @property
+    def classification(self) -> bool:
+        """Prompt-learning recipes: few-shot classification data, trained on the class prompts."""
+        return self.name.split(":")[-1].startswith(("coop", "cocoop", "vpt"))
+
+    @property
     def slug(self) -> str:
         """The name as a repo or folder name: ``qwen2_vl:soft_prompt+lora`` -> ``qwen2_vl-soft_prompt-lora``."""
         return re.sub(r"[^\w.-]+", "-", self.name)
@@ -330,6 +334,13 @@ class BundleKind:
 
     def recipe_overrides(self, out: Path, tiny_clip_path: str, quick) -> list[str]:
         extra = {"train.eval_at_start": "false", **self.overrides}
+        if self.classification:  # few_shot over a labelled source, as shipped; the recipes read your split file
+            items = {"model.name_or_path": tiny_clip_path, "train.output_dir": str(out), "train.max_steps": 2,
+                     "train.progress_bar": "false", "train.per_device_train_batch_size": 4, "train.save_steps": 0,
+                     "train.dataloader_num_workers": 0, "data.train.num_shots": 4, **extra}
+            return [f"data.train.source={{_component_: synthetic_shapes, num_samples: 64, vary: {CLASS_TASK}}}",
+                    f"data.eval={{_component_: synthetic_shapes, split: eval, num_samples: 16, vary: {CLASS_TASK}}}",
+                    *(f"{k}={v}" for k, v in items.items())]
         if not self.generative:  # the quickstart, shrunk as tests/conftest.py's `quick` does
             return quick(extra.pop("model.name_or_path", tiny_clip_path), out, steps=2, **extra)
         items = {  # as tests/lvlm/test_lvlm_recipes.py shrinks the LVLM recipes
@@ -354,7 +365,8 @@ class BundleKind:
                 out["text"] = model.generate(records[0]["images"], "How many circles?", max_new_tokens=6, min_new_tokens=4)
                 return out
             images, texts = self.inputs()
-            out = {"images": model.embed_images(images), "texts": model.embed_texts(texts), "scale": view.logit_scale()}
+            out = {"images": model.embed_images(images), "texts": model.embed_texts(texts), "scale": view.logit_scale(),
+                   "classify": model.classify(images, CLASSNAMES)}  # with the learned prompts, when there are any
             if view.logit_bias() is not None:
                 out["bias"] = view.logit_bias()
             return out
@@ -379,6 +391,9 @@ class BundleKind:
 _CONTRAST = ("data.train={_component_: synthetic_contrast, split: train}",  # preference recipes: synthetic
              "data.eval={_component_: synthetic_contrast, split: eval}")    # minimal-contrast pairs
 _CLIP_MERGE = dict(merge_changes=("self_attn.q_proj.weight",), merge_keeps=("mlp.fc1",))
+_PROMPTS_ONLY = dict(merge_changes=(), merge_keeps=("text_model.", "vision_model."))  # prompts do not merge: no weight moves
+CLASS_TASK = "count"  # synthetic classification data of the prompt-learning kinds
+CLASSNAMES = ["one red circle", "three red circles", "a blue square"]
 KINDS = [
     BundleKind("lora", "quickstart", {"model.train_logit_scale": "false"},
                frozenset({"tunevl", "clip", "lora", "peft", "contrastive"}), ("r=8", "synthetic_shapes", "i2t_R@1"), **_CLIP_MERGE),
@@ -387,6 +402,17 @@ KINDS = [
     BundleKind("siglip:lora+scale_bias", "quickstart",
                {"model.name_or_path": "tiny-siglip", "model.train_logit_scale": "true", "objectives.0._component_": "sigmoid"},
                frozenset({"tunevl", "siglip", "lora", "sigmoid"}), ("r=8", "synthetic_shapes", "i2t_R@1"), **_CLIP_MERGE),
+    BundleKind("coop", "clip/coop", {}, frozenset({"tunevl", "clip", "prompt-learning", "coop", "classification"}),
+               ("num_tokens=16", "few_shot", "zeroshot_top1", "Few-shot:** 4 per class"), **_PROMPTS_ONLY),
+    BundleKind("cocoop", "clip/cocoop", {}, frozenset({"tunevl", "clip", "prompt-learning", "cocoop", "classification"}),
+               ("init_text=a photo of a", "base classes", "harmonic_mean"), **_PROMPTS_ONLY),
+    BundleKind("vpt", "clip/vpt", {}, frozenset({"tunevl", "clip", "prompt-learning", "visual-prompt", "classification"}),
+               ("num_tokens=8", "deep=True", "zeroshot_top1"), **_PROMPTS_ONLY),
+    BundleKind("coop+lora", "clip/coop_lora", {}, frozenset({"tunevl", "clip", "lora", "prompt-learning", "coop"}),
+               ("r=2", "init_text=a photo of a", "zeroshot_top1"), **_CLIP_MERGE),
+    BundleKind("siglip:coop", "siglip/coop", {"model.name_or_path": "tiny-siglip"},
+               frozenset({"tunevl", "siglip", "prompt-learning", "coop", "classification"}),
+               ("num_tokens=16", "loss=sigmoid", "zeroshot_top1"), **_PROMPTS_ONLY),
     BundleKind("llava:lora+projector", "lvlm/llava_sft_lora", {"model.name_or_path": "tiny-llava"},
                frozenset({"tunevl", "llava", "lora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
                merge_changes=("language_model.layers.0.self_attn.q_proj", "language_model.layers.1.mlp.down_proj",
@@ -410,15 +436,8 @@ BUNDLE_KINDS: dict[str, BundleKind] = {k.name: k for k in KINDS}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _tiny_cache(tmp_path_factory):
-    """Tiny models built on demand (tiny-siglip, tiny-llava, tiny-qwen2-vl) go to a session folder, not ~/.cache."""
-    previous = os.environ.get("TUNEVL_CACHE")
-    os.environ["TUNEVL_CACHE"] = str(tmp_path_factory.mktemp("tunevl_cache"))
-    yield
-    if previous is None:
-        os.environ.pop("TUNEVL_CACHE", None)
-    else:
-        os.environ["TUNEVL_CACHE"] = previous
+def _tiny_cache(session_tiny_cache):
+    """Tiny models built on demand go to a session folder, not ~/.cache (tests/conftest.py)."""
 
 
 @pytest.fixture(params=list(BUNDLE_KINDS))

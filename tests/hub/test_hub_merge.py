@@ -13,7 +13,13 @@ from torch import nn
 
 import tunevl
 from tunevl.adapters.card import _FAMILY_INFO
-from tunevl.adapters.merge import detach_tunevl_modules, merge, restore_shapes, split_extras
+from tunevl.adapters.merge import (
+    detach_tunevl_modules,
+    merge,
+    restore_shapes,
+    split_extras,
+)
+from tunevl.adapters.prompts import prompts_disabled
 from tunevl.models.tiny import resolve_builtin
 
 
@@ -54,10 +60,15 @@ def test_merged_checkpoint_matches_bundle(bundle_of, kind, tmp_path):
     unmerged = [e for e in meta["extras"] if e not in base_sd]  # e.g. soft prompts: kept beside the weights
     side = out / "tunevl_extras.safetensors"
     assert ("Not merged" in card) == bool(unmerged) == side.exists()
-    if unmerged:  # the side file holds exactly the soft-prompt tensors, as trained
+    if unmerged:  # the side file holds exactly the prompt tensors, as trained
         kept = load_file(side)
-        assert sorted(kept) == sorted(unmerged) == [e for e in meta["extras"] if e.startswith("soft_prompt.")]
+        prompts = ("soft_prompt.", "text_prompts.", "visual_prompts.")
+        assert sorted(kept) == sorted(unmerged) == [e for e in meta["extras"] if e.startswith(prompts)]
         assert all(torch.equal(kept[k], trained[k]) for k in kept)
+        record = json.loads((out / "tunevl_unmerged.json").read_text())
+        assert record["tensors"] == unmerged and record.get("prompts") == meta.get("prompts")
+    if meta.get("prompts"):
+        assert "They include the learned prompts" in card
 
 
 def _check_dual_encoder(plain, ref, kind, out):
@@ -67,7 +78,7 @@ def _check_dual_encoder(plain, ref, kind, out):
     processor = AutoProcessor.from_pretrained(out)
     images, texts = kind.inputs()
     siglip = ref.view.family == "siglip"  # SigLIP pads to max_length and pools the last position, as trained
-    with torch.no_grad():
+    with torch.no_grad(), prompts_disabled(ref.view):  # prompts (e.g. VPT's) are what the merged model lacks
         px = processor.image_processor(images, return_tensors="pt")["pixel_values"]
         tok = processor(text=texts, padding="max_length", return_tensors="pt") if siglip else \
             processor.tokenizer(texts, padding=True, return_tensors="pt")
@@ -75,8 +86,10 @@ def _check_dual_encoder(plain, ref, kind, out):
         img = F.normalize(plain.get_image_features(pixel_values=px).pooler_output, dim=-1)
         txt = F.normalize(plain.get_text_features(**tok).pooler_output, dim=-1)
         logits = plain(pixel_values=px, **tok).logits_per_image
-    want_img, want_txt = ref.embed_images(images), ref.embed_texts(texts)
+        want_img, want_txt = ref.embed_images(images), ref.embed_texts(texts)
     assert torch.allclose(img, want_img, atol=1e-5) and torch.allclose(txt, want_txt, atol=1e-5)
+    if ref.view.visual_prompts is not None:  # ... which is what the merged model cannot compute
+        assert not torch.allclose(ref.embed_images(images), want_img, atol=1e-4)
     bias = ref.view.logit_bias()
     want = ref.view.logit_scale() * want_img @ want_txt.T + (bias if bias is not None else 0)
     assert torch.allclose(logits, want, atol=1e-4)

@@ -24,6 +24,15 @@ def _outputs(model):
     return model.embed_images(images), model.embed_texts(texts), model.view.logit_scale()
 
 
+def _live_extra(view, name: str):
+    """The model's tensor that a bundle extra was loaded into."""
+    if name.startswith("soft_prompt."):
+        return view.soft_prompt.weight
+    if name.startswith(("text_prompts.", "visual_prompts.")):
+        return view.prompt_parameters()[name]
+    return getattr(view.base_model, name)
+
+
 def _files_containing(root, needle: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
@@ -42,8 +51,9 @@ def test_push_then_load_by_repo_id_matches_local(hub, bundle_of, kind, tmp_path,
     assert url.startswith(hub.endpoint) and repo in url
     uploaded = set(hub.files(repo))
     meta = json.loads((bundle / "tunevl.json").read_text())
-    expected = {"README.md", "adapter_config.json", "adapter_model.safetensors", "tunevl.json", "recipe.yaml",
-                "metrics.json", "loss_curve.png", ".gitattributes"}
+    expected = {"README.md", "tunevl.json", "recipe.yaml", "metrics.json", "loss_curve.png", ".gitattributes"}
+    if "lora" in meta["adapters"]:
+        expected |= {"adapter_config.json", "adapter_model.safetensors"}
     if meta["extras"]:
         expected.add("tunevl_extras.safetensors")
     assert uploaded == expected
@@ -52,19 +62,21 @@ def test_push_then_load_by_repo_id_matches_local(hub, bundle_of, kind, tmp_path,
 
     from_hub, local = tunevl.load(repo), tunevl.load(bundle)
     assert type(from_hub) is type(local) and hasattr(local, "generate") == kind.generative
-    assert any(r.startswith(f"GET /{repo}/") and r.endswith("adapter_model.safetensors") for r in hub.log)
+    weights = "adapter_model.safetensors" if "lora" in meta["adapters"] else "tunevl_extras.safetensors"
+    assert any(r.startswith(f"GET /{repo}/") and r.endswith(weights) for r in hub.log)
     got = kind.outputs(from_hub)
     kind.assert_same(got, kind.outputs(local))
     if meta["extras"]:  # the side file came from the Hub and is in the model
         saved = load_file(bundle / "tunevl_extras.safetensors")
         assert sorted(saved) == meta["extras"]
         for name, value in saved.items():
-            live = from_hub.view.soft_prompt.weight if name.startswith("soft_prompt.") else getattr(from_hub.view.base_model, name)
-            assert torch.equal(live.detach().reshape(value.shape), value), name
+            assert torch.equal(_live_extra(from_hub.view, name).detach().reshape(value.shape), value), name
     # The adapter is live: the loaded model differs from the plain base.
     base = kind.base_outputs(meta)
     first = next(iter(got))
-    assert not torch.allclose(got[first], base[first], atol=1e-4)
+    assert not torch.allclose(got[first], base[first], atol=1e-4) or kind.classification
+    if kind.classification:  # prompts change what classify computes (text prompts) or the image features (VPT)
+        assert not torch.allclose(got["classify"], base["classify"], atol=1e-4)
 
     # The token was used (so the check below means something) and never stored or logged.
     assert f"Bearer {hub.token}" in hub.seen_auth
@@ -114,8 +126,10 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
         assert "generate(" not in card
         assert namespace["probs"].shape == (1, 2) and namespace["image_embeds"].shape[0] == 1
         assert torch.equal(namespace["image_embeds"], local.embed_images(["cat.jpg"]))
-    if meta["extras"]:
+    if meta["extras"] and "lora" in meta["adapters"]:
         assert "PeftModel" not in card and f"silently miss `{meta['extras'][0]}`" in card
+    elif meta["extras"]:
+        assert "PeftModel" not in card and "There is no LoRA adapter here for plain peft" in card
     else:  # LoRA only (projector copies included): plain peft straight from the Hub repo computes the same
         peft_block = next(b for b in blocks if "PeftModel" in b)
         exec(peft_block, namespace)
@@ -131,6 +145,10 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
         assert torch.allclose(got, want, atol=1e-6)
     if kind.generative and meta["extras"]:
         assert "cannot be merged" in card and "tunevl_extras.safetensors" in card
+    if meta.get("prompts"):  # prompt bundles: classify uses the learned prompts, which cannot merge
+        assert "The learned prompts (`" in card and "cannot be merged" in card
+        assert ("with the learned prompts, any class names" in card) == bool(meta["prompts"].get("text"))
+        assert torch.equal(namespace["probs"], local.classify(["cat.jpg"], ["cat", "dog"]))
 
 
 def test_card_front_matter_names_a_hub_base_model(bundle_of):

@@ -7,35 +7,60 @@ import torch
 
 import tunevl
 from tunevl.config import shipped_recipes
-from tunevl.train.loop import run
+from tunevl.data.synthetic import SyntheticShapes
+from tunevl.models import ModelConfig, load_view
+from tunevl.train.loop import build_view, run, set_seed
 
 TWINS = {"clip": "tiny-clip", "siglip": "tiny-siglip"}
 DUAL_ENCODER_RECIPES = [n for n in shipped_recipes() if n.split("/")[0] in TWINS]
 
 
 def test_every_dual_encoder_recipe_is_covered():
-    assert {"clip/lora", "siglip/lora"} <= set(DUAL_ENCODER_RECIPES)
+    assert {"clip/lora", "siglip/lora", "clip/coop", "clip/cocoop", "clip/vpt", "clip/coop_lora", "siglip/coop"} <= set(
+        DUAL_ENCODER_RECIPES)
+
+
+def _data_overrides(name: str) -> list[str]:
+    """The recipes read your files; the tests swap in synthetic sets of the same kind."""
+    train = tunevl.load_recipe(name).tree["data"]["train"]
+    if train["_component_"] == "few_shot":  # classification: few_shot over a labelled source, as shipped
+        return ["data.train.source={_component_: synthetic_shapes, num_samples: 64, vary: count}",
+                "data.train.num_shots=4", "data.eval={_component_: synthetic_shapes, split: eval, num_samples: 16, vary: count}"]
+    return ["data.train={_component_: synthetic_shapes, num_samples: 64}",
+            "data.eval={_component_: synthetic_shapes, split: eval, num_samples: 16}"]
 
 
 @pytest.mark.parametrize("name", DUAL_ENCODER_RECIPES)
 def test_recipe_trains_on_its_tiny_twin(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEVL_CACHE", str(tmp_path / "cache"))
+    twin = TWINS[name.split("/")[0]]
     overrides = [
-        f"model.name_or_path={TWINS[name.split('/')[0]]}",
-        "data.train={_component_: synthetic_shapes, num_samples: 64}",  # the recipes read your JSONL
-        "data.eval={_component_: synthetic_shapes, split: eval, num_samples: 16}",
-        f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2", "train.per_device_train_batch_size=8",
+        f"model.name_or_path={twin}", *_data_overrides(name),
+        f"train.output_dir={tmp_path / 'run'}", "train.max_steps=3", "train.per_device_train_batch_size=4",
         "train.dataloader_num_workers=0", "train.report_to=none", "train.progress_bar=false", "train.save_steps=0",
     ]
     recipe = tunevl.load_recipe(name, overrides)
     recipe.validate()
+    set_seed(recipe.train_config().seed)  # as the loop does: the trainables it starts from
+    start = {n: p.detach().clone() for n, p in build_view(recipe).model.named_parameters() if p.requires_grad}
     metrics, module = run(recipe)
-    assert metrics["train"]["steps"] == 2 and {"base", "trained"} <= set(metrics)
-    lora_b = [p for n, p in module.named_parameters() if "lora_B" in n]
-    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)
+    assert metrics["train"]["steps"] == 3 and {"base", "trained"} <= set(metrics)
+    view = module.view
+    trained = {n: p for n, p in view.model.named_parameters() if p.requires_grad}
+    assert start and set(trained) >= set(start)  # (+ class-specific contexts, bound to the data's classes)
+    assert all(not torch.equal(trained[n].detach(), start[n]) for n in start), [n for n in start if torch.equal(trained[n], start[n])]
+    base = load_view(ModelConfig(twin)).base_model.state_dict()
+    for n, value in view.base_model.state_dict().items():  # every frozen weight is the checkpoint's
+        if "lora_" not in n and "tunevl_" not in n and not any(n.endswith(e) for e in view.extra_trainables()):
+            assert torch.equal(value, base[n.replace("base_layer.", "")]), n
+
     loaded = tunevl.load(tmp_path / "run")
-    images = [recipe.build_dataset("eval")[i]["image"] for i in range(2)]
+    ds = recipe.build_dataset("eval")
+    images = [ds[i]["image"] for i in range(2)]
     module.eval()
     with torch.no_grad():
-        want = module.view.encode_images(module.view.preprocess_images(images))
+        want = view.encode_images(view.preprocess_images(images))
     assert torch.equal(loaded.embed_images(images), want)
+    if "classification" in [o["_component_"] for o in recipe.tree["objectives"]]:
+        names = SyntheticShapes(vary="count").classnames
+        assert torch.equal(loaded.classify(images, names), tunevl.inference.DualEncoder(view).classify(images, names))

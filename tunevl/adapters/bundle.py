@@ -3,7 +3,7 @@
 Layout::
 
     adapter_config.json, adapter_model.safetensors   peft's files (when LoRA is used)
-    tunevl_extras.safetensors                          other trainables (logit scale, soft prompts, ...)
+    tunevl_extras.safetensors                          other trainables (logit scale, soft prompts, CoOp/VPT prompts, ...)
     recipe.yaml                                        the resolved recipe
     tunevl.json                                        format version, family, base model + config hash, versions
     README.md                                          model card
@@ -78,8 +78,14 @@ def save_bundle(
     model_config,
     card: str | None = None,
 ) -> Path:
-    """Write a bundle. ``lora_state`` uses the peft model's own state-dict keys."""
+    """Write a bundle. ``lora_state`` uses the peft model's own state-dict keys.
+
+    ``tunevl.json`` also records the shapes of prompt adapters (``prompts``, so loading can rebuild them)
+    and ``view.train_data_info`` when the training loop set it (``train_data``: class names, few-shot draw).
+    """
     from safetensors.torch import save_file
+
+    from tunevl.adapters.prompts import prompt_metadata
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,6 +116,11 @@ def save_bundle(
         "git_sha": git_sha(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    prompts = prompt_metadata(view)
+    if prompts:
+        meta["prompts"] = prompts
+    if getattr(view, "train_data_info", None):
+        meta["train_data"] = view.train_data_info
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     if card is not None:
         (out / "README.md").write_text(card)
@@ -169,6 +180,10 @@ def load_bundle(
     )
     if "lora" in meta["adapters"]:
         _load_lora(view, bundle)
+    if meta.get("prompts"):  # rebuilt with the recorded shapes; their tensors are extras
+        from tunevl.adapters.prompts import restore_prompts
+
+        restore_prompts(view, meta["prompts"])
     if meta.get("extras"):
         extras = load_file(_safetensors(bundle, EXTRAS_FILE))
         missing = set(meta["extras"]) - set(extras)

@@ -107,14 +107,25 @@ def _what_was_trained(meta: dict, tree: dict) -> list[str]:
     rev = f" (revision `{base['revision']}`)" if base.get("revision") else ""
     lines = [f"- **Base model:** `{base['name_or_path']}`{rev}, family `{meta['family']}`"]
     adapters = tree.get("adapters") or {}
-    for kind in meta.get("adapters", []):
+    kinds = list(meta.get("adapters", [])) + [k for k in _PROMPT_KINDS if k in adapters and meta.get("prompts")]
+    for kind in kinds:
         node = adapters.get(kind, {})
         lines.append(f"- **Adapter:** {kind} ({_inline(node)})" if node else f"- **Adapter:** {kind}")
+    few = (meta.get("train_data") or {}).get("few_shot")
+    if few:
+        shots = f"{few['num_shots']} per class" if few.get("num_shots") else "every record"
+        classes = "" if few.get("classes") == "all" else f", {few['classes']} classes"
+        lines.append(f"- **Few-shot:** {shots}, seed {few['seed']}{classes} ({few['num_records']} records; "
+                     "their source positions are in `tunevl.json`)")
     if meta.get("extras"):
         lines.append("- **Also trained:** " + ", ".join(f"`{e}`" for e in meta["extras"]))
     objectives = tree.get("objectives") or []
     if objectives:
-        items = [f"{o.get('_component_')} (weight {o.get('weight', 1.0)})" for o in objectives if isinstance(o, dict)]
+        items = []
+        for o in objectives:
+            if isinstance(o, dict):
+                args = _inline({k: v for k, v in o.items() if k != "weight"})
+                items.append(f"{o.get('_component_')} (weight {o.get('weight', 1.0)}" + (f"; {args})" if args else ")"))
         lines.append("- **Objectives:** " + ", ".join(items))
     for split, node in (tree.get("data") or {}).items():
         if isinstance(node, dict):
@@ -146,6 +157,21 @@ def _soft_prompts(meta: dict) -> list[str]:
     return [e for e in meta.get("extras", []) if e.startswith("soft_prompt.")]
 
 
+_PROMPT_KINDS = ("coop", "cocoop", "visual_prompt")
+
+
+def _prompt_extras(meta: dict) -> list[str]:
+    """Tensors of dual-encoder prompt adapters (CoOp/CoCoOp context, meta-net, visual prompts)."""
+    return [e for e in meta.get("extras", []) if e.startswith(("text_prompts.", "visual_prompts."))]
+
+
+def _prompt_tags(meta: dict) -> list[str]:
+    prompts = meta.get("prompts") or {}
+    tags = [prompts["text"]["kind"]] if prompts.get("text") else []
+    tags += ["visual-prompt"] if prompts.get("visual") else []
+    return ["prompt-learning", *tags] if tags else []
+
+
 def _hf_class(family: str) -> str:
     return _FAMILY_INFO.get(family, (None, "AutoModel"))[1]
 
@@ -165,11 +191,21 @@ def _usage(meta: dict, where: str) -> list[str]:
     base = meta["base_model"]["name_or_path"]
     hf_class = _hf_class(family)
     lines = ["### tunevl", "", "```python", "import tunevl", "", f'model = tunevl.load("{where}")']
+    text_prompts = (meta.get("prompts") or {}).get("text")
     if family in _DUAL_ENCODERS:
+        if text_prompts and text_prompts.get("class_specific"):
+            names = ", ".join(f'"{c}"' for c in (text_prompts.get("classnames") or [])[:2])
+            classify = f'probs = model.classify(["cat.jpg"], [{names}])  # learned per-class prompts: training classes only'
+        elif text_prompts:
+            classify = 'probs = model.classify(["cat.jpg"], ["cat", "dog"])    # with the learned prompts, any class names'
+        elif (meta.get("prompts") or {}).get("visual"):
+            classify = 'probs = model.classify(["cat.jpg"], ["cat", "dog"])    # "a photo of a {}.", learned visual prompts'
+        else:
+            classify = 'probs = model.classify(["cat.jpg"], ["cat", "dog"])    # zero-shot, [N, C]'
         lines += [
             'image_embeds = model.embed_images(["cat.jpg"])        # [N, D], L2-normalised',
             'text_embeds = model.embed_texts(["a photo of a cat"])  # [N, D], L2-normalised',
-            'probs = model.classify(["cat.jpg"], ["cat", "dog"])    # zero-shot, [N, C]',
+            classify,
         ]
     elif family in _GENERATIVE:
         lines += [
@@ -197,15 +233,25 @@ def _usage(meta: dict, where: str) -> list[str]:
         if processor_kwargs:
             note = f"The bundle was trained with the processor settings `{json.dumps(processor_kwargs)}`; "
             lines += [note + "pass them when you load the base model's processor.", ""]
-    elif meta.get("extras"):
+    elif meta.get("extras") and "lora" in meta.get("adapters", []):
         lines += [
             "Plain peft would load only the LoRA weights and silently miss "
             + ", ".join(f"`{e}`" for e in meta["extras"])
             + "; use `tunevl.load` or a merged checkpoint.",
             "",
         ]
+    elif meta.get("extras"):
+        lines += ["There is no LoRA adapter here for plain peft: the trained tensors ("
+                  + ", ".join(f"`{e}`" for e in meta["extras"]) + ") are applied by `tunevl.load`.", ""]
     lines += ["### merged checkpoint (plain transformers)", "", "```bash", f"tunevl merge {where} merged/", "```", ""]
     lines += _plain_load(hf_class, family, '"merged"')
+    prompts = _prompt_extras(meta)
+    if prompts:
+        lines += [
+            "", "The learned prompts (" + ", ".join(f"`{e}`" for e in prompts) + ") are not weights of the model and "
+            "cannot be merged: `tunevl merge` keeps them beside the weights in `tunevl_extras.safetensors`, and the "
+            "merged model without them computes the base model's prompts.",
+        ]
     soft = _soft_prompts(meta)
     if soft:
         lines += [
@@ -234,7 +280,7 @@ def _front(meta: dict, tree: dict, license: str | None, library: str, tags: list
         "library_name": library,
         "license": license or "other",
         "tags": list(dict.fromkeys(["tunevl", family, *meta.get("adapters", []), *(["soft-prompt"] if _soft_prompts(meta) else []),
-                                    *tags, *filter(None, objectives)])),
+                                    *_prompt_tags(meta), *tags, *filter(None, objectives)])),
     }
     if is_hub_id(base):
         data["base_model"] = base
@@ -306,6 +352,9 @@ def make_merged_card(meta: dict, recipe_yaml: str | None, source: str, side_file
             f"`{side_file}`: " + ", ".join(f"`{n}`" for n in unmerged) + ". Plain transformers ignores them, so "
             f'this model does not compute what the bundle does; use `tunevl.load("{source}")` to apply them.', "",
         ]
+        if any(n.startswith(("text_prompts.", "visual_prompts.")) for n in unmerged):
+            lines += ["They include the learned prompts (CoOp/CoCoOp context and meta-net, visual prompt tokens): prompts "
+                      "are inputs of the towers, not weights; `tunevl_unmerged.json` records their shapes.", ""]
     lines += ["## What was trained", "", *_what_was_trained(meta, tree), ""]
     if recipe_yaml:
         lines += ["## Recipe", "", "```yaml", recipe_yaml.rstrip(), "```", ""]

@@ -4,8 +4,8 @@ LoRA is merged into the weights (``merge_and_unload``; peft ``modules_to_save`` 
 LVLM projector replace the originals), and extras that are parameters of the base model (CLIP's
 logit scale, SigLIP's scale and bias) are already in place once the bundle is loaded. Parameters
 that tunevl reshaped for training (the 0-dim logit scale becomes ``[1]`` for DeepSpeed) get their
-original shapes back. Extras that are not weights of the base model (soft prompts) cannot be
-merged; they are kept in a side file, and the card says so.
+original shapes back. Extras that are not weights of the base model (soft prompts, CoOp/CoCoOp
+contexts and meta-nets, visual prompts) cannot be merged; they are kept in a side file, and the card says so.
 """
 
 from __future__ import annotations
@@ -151,7 +151,10 @@ def merge(
         side_file = EXTRAS_FILE
         tensors = load_file(source / EXTRAS_FILE)
         save_file({k: tensors[k].contiguous() for k in unmerged}, out / side_file, metadata={"format": "pt"})
-        (out / "tunevl_unmerged.json").write_text(json.dumps({"bundle": str(bundle), "tensors": unmerged}, indent=2) + "\n")
+        record = {"bundle": str(bundle), "tensors": unmerged}
+        if meta.get("prompts"):  # what tunevl needs to rebuild the prompts these tensors belong to
+            record["prompts"] = meta["prompts"]
+        (out / "tunevl_unmerged.json").write_text(json.dumps(record, indent=2) + "\n")
     recipe = (source / RECIPE_FILE).read_text() if (source / RECIPE_FILE).is_file() else None
     (out / "README.md").write_text(make_merged_card(meta, recipe, str(bundle), side_file, unmerged))
     log.info("merged %s into %s%s", bundle, out, f" (restored shapes of {', '.join(reshaped)})" if reshaped else "")

@@ -20,9 +20,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", action="store_true", help="with a recipe: evaluate its untrained base model")
     p.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE",
                    help="zero-shot prompt with {} for the class name; repeat to ensemble (default: the recipe's, "
-                        "or 'a photo of a {}.')")
+                        "or 'a photo of a {}.'); bundles with learned prompts (CoOp, CoCoOp) use those")
     p.add_argument("--no-retrieval", action="store_true", help="skip image-text retrieval")
     p.add_argument("--no-zeroshot", action="store_true", help="skip zero-shot classification")
+    p.add_argument("--base-to-new", action="store_true",
+                   help="also report CoCoOp's base-to-new accuracies (first half of the classes vs the rest) and their "
+                        "harmonic mean")
     p.add_argument("--ks", type=int, nargs="+", help="k values of recall@k (default: 1 5 10)")
     p.add_argument("--max-samples", type=int, help="evaluate on the first N records only")
     p.add_argument("--batch-size", type=int, default=64, help="images or texts per forward pass (default: 64)")
@@ -60,6 +63,7 @@ def run(args) -> int:
     overrides = {
         "retrieval": False if args.no_retrieval else None, "zeroshot": False if args.no_zeroshot else None,
         "templates": args.templates, "ks": args.ks, "max_samples": args.max_samples,
+        "base_to_new": True if args.base_to_new else None,
     }
     try:
         cfg = EvalConfig(**{**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}})

@@ -5,6 +5,8 @@
     model:       tunevl.models.ModelConfig
     adapters:
       lora:      peft.LoraConfig   (target_modules may name family presets)
+      soft_prompt: tunevl.adapters.soft_prompt.SoftPromptConfig (generative families)
+      coop / cocoop / visual_prompt: tunevl.adapters.prompts.PROMPT_KINDS (dual encoders)
     objectives:  list of {_component_: <name in tunevl.objectives.OBJECTIVES or dotted path>, ...}
     data:
       train:     {_component_: <name in tunevl.data.DATASETS or dotted path>, ...}
@@ -25,7 +27,7 @@ from tunevl.config.overrides import apply_overrides
 from tunevl.config.yaml12 import dump_yaml, load_yaml
 
 TOP_LEVEL = ("description", "model", "adapters", "objectives", "data", "train", "eval")
-ADAPTER_KINDS = ("lora", "soft_prompt")
+ADAPTER_KINDS = ("lora", "soft_prompt", "coop", "cocoop", "visual_prompt")
 DATA_SPLITS = ("train", "eval")
 
 
@@ -33,6 +35,12 @@ def _soft_prompt_config_cls():
     from tunevl.adapters.soft_prompt import SoftPromptConfig
 
     return SoftPromptConfig
+
+
+def _prompt_config_cls(kind: str):
+    from tunevl.adapters.prompts import PROMPT_KINDS
+
+    return PROMPT_KINDS[kind]
 
 
 def _lora_config_cls():
@@ -128,6 +136,11 @@ class Recipe:
             self._check(("adapters", "lora"), _lora_config_cls())
         if "soft_prompt" in adapters:
             self._check(("adapters", "soft_prompt"), _soft_prompt_config_cls())
+        for kind in ("coop", "cocoop", "visual_prompt"):
+            if kind in adapters:
+                self._check(("adapters", kind), _prompt_config_cls(kind))
+        if "coop" in adapters and "cocoop" in adapters:
+            raise self.error(("adapters", "cocoop"), "adapters.coop and adapters.cocoop exclude each other; keep one")
 
     def _check_objectives(self) -> None:
         objectives = self.tree["objectives"]
@@ -144,7 +157,15 @@ class Recipe:
         if "train" not in data:
             raise self.error(("data",), "missing data.train")
         for split in data:
-            self._check_component(("data", split), _dataset_registry())
+            self._check_data_node(("data", split))
+
+    def _check_data_node(self, key: tuple) -> None:
+        """A data node, and the data nodes nested in it (``few_shot``'s ``source``)."""
+        if self._check_component(key, _dataset_registry()) is None:
+            return
+        for name, value in self._node(key).items():
+            if isinstance(value, dict) and "_component_" in value:
+                self._check_data_node(key + (name,))
 
     def _mapping(self, key: tuple, required: bool) -> dict:
         node = self.tree
@@ -187,6 +208,12 @@ class Recipe:
             cls = resolve_component(node["_component_"], _objective_registry())
             if getattr(cls, "families", None) and family not in cls.families:
                 raise self.error(("objectives", i, "_component_"), f"{node['_component_']!r} cannot train a {family} model (it serves: {', '.join(cls.families)})")
+        from tunevl.adapters.prompts import PROMPT_FAMILIES
+
+        for kind in ("coop", "cocoop", "visual_prompt"):
+            if kind in (self.tree.get("adapters") or {}) and family not in PROMPT_FAMILIES:
+                raise self.error(("adapters", kind), f"prompt adapters serve dual encoders ({', '.join(PROMPT_FAMILIES)}), "
+                                                     f"not this {family} model")
         lora = self.tree.get("adapters", {}).get("lora") or {}
         targets = lora.get("target_modules")
         items = [targets] if isinstance(targets, str) else list(targets or [])

@@ -4,9 +4,11 @@ A record is a dict with optional fields (``image``, ``text``, ``count``, ``label
 see DESIGN.md "Records". Recipes name sources by the short names in :data:`DATASETS`:
 the synthetic sets and the file readers of :mod:`tunevl.data.sources` (``jsonl``, ``csv``,
 ``parquet``, ``load_from_disk``, ``imagefolder``, ``coco_captions``, ``karpathy``,
-``coop_split``; ``preference`` for TRL and MVC preference pairs). :func:`tunevl.data.preflight.preflight` checks a dataset before training.
+``coop_split``; ``preference`` for TRL and MVC preference pairs), and ``few_shot`` (k records per class of
+another source, or half of its classes). :func:`tunevl.data.preflight.preflight` checks a dataset before training.
 """
 
+from tunevl.data.fewshot import FewShot
 from tunevl.data.preference import PreferenceSource
 from tunevl.data.sources import SOURCES, RECORD_FIELDS
 from tunevl.data.synthetic import SyntheticShapes
@@ -19,6 +21,7 @@ DATASETS = {
     "synthetic_contrast": SyntheticContrast,
     "preference": PreferenceSource,
     **SOURCES,
+    "few_shot": FewShot,
 }
 
 __all__ = ["DATASETS", "RECORD_FIELDS", "SyntheticShapes"]

@@ -256,6 +256,10 @@ class SyntheticShapes:
         shape = rng.choice(self._choices["shape"])
         return count, colour, shape, rng.getrandbits(63)
 
+    def label_of(self, index: int) -> int:
+        """``label`` of record ``index``, without rendering."""
+        return self._label[self.caption(index)]
+
     def caption(self, index: int) -> str:
         """Caption of record ``index``, without rendering."""
         count, colour, shape, _ = self.attributes(index)

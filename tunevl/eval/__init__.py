@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from tunevl.errors import DataError
+from tunevl.eval.base_to_new import base_to_new_metrics
 from tunevl.eval.retrieval import caption_relevance, record_captions, retrieval_metrics
 from tunevl.eval.sharding import batched_calls, gather_objects, gather_rows, shard_map, share
-from tunevl.eval.zeroshot import class_embeddings, zeroshot_metrics
+from tunevl.eval.zeroshot import class_embeddings, score_metrics
 
 
 log = logging.getLogger("tunevl")
@@ -52,7 +53,9 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
 
     Returns:
         ``i2t_R@k``/``t2i_R@k``, ``num_images``, ``num_texts`` when retrieval runs;
-        ``zeroshot_top{k}``, ``zeroshot_mean_per_class``, ``num_classes`` when zero-shot runs.
+        ``zeroshot_top{k}``, ``zeroshot_mean_per_class``, ``num_classes`` when zero-shot runs (with the
+        model's learned prompts when it has them, else ``templates``); ``base_top1``, ``new_top1`` and
+        ``harmonic_mean`` with ``base_to_new`` (:mod:`tunevl.eval.base_to_new`).
 
     Raises:
         DataError: The records support neither evaluation, or some records lack the
@@ -121,8 +124,15 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
             out.update(retrieval_metrics(images, embed_texts(texts), relevant, cfg.ks))
             out["num_images"], out["num_texts"] = n, len(texts)
         if want_zeroshot:
-            classes = class_embeddings(embed_texts, classnames, cfg.templates)
-            out.update(zeroshot_metrics(images, classes, torch.tensor(labels), cfg.zeroshot_ks))
+            labels = torch.tensor(labels)
+            if hasattr(encoder, "class_scores"):  # learned prompts (CoOp, CoCoOp) replace the templates
+                templates = None if getattr(encoder, "has_learned_prompts", False) else cfg.templates
+                scores = encoder.class_scores(images, classnames, templates)
+            else:
+                scores = images.float() @ class_embeddings(embed_texts, classnames, cfg.templates).T
+            out.update(score_metrics(scores, labels, cfg.zeroshot_ks))
+            if cfg.base_to_new:
+                out.update(base_to_new_metrics(scores, labels))
             out["num_classes"] = len(classnames)
             if not want_retrieval:
                 out["num_images"] = n

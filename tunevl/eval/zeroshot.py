@@ -54,14 +54,19 @@ def zeroshot_metrics(image_embeds: torch.Tensor, class_embeds: torch.Tensor, lab
     Returns:
         ``{"zeroshot_top1": ..., "zeroshot_top5": ..., "zeroshot_mean_per_class": ...}``.
     """
-    scores = image_embeds.float() @ class_embeds.float().T
+    return score_metrics(image_embeds.float() @ class_embeds.float().T, labels, ks)
+
+
+def score_metrics(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5),
+                  prefix: str = "zeroshot") -> dict[str, float]:
+    """:func:`zeroshot_metrics` from an [N, C] score matrix (any scores whose argmax is the prediction)."""
     k_max = min(max(ks), scores.shape[1])
     top = scores.topk(k_max, dim=1).indices
     correct = top == labels.reshape(-1, 1)
     # top-k for k >= C is 100% by construction: left out.
-    out = {f"zeroshot_top{k}": 100.0 * correct[:, :k].any(dim=1).float().mean().item()
+    out = {f"{prefix}_top{k}": 100.0 * correct[:, :k].any(dim=1).float().mean().item()
            for k in ks if k == 1 or k < scores.shape[1]}
     top1 = correct[:, 0].float()
     per_class = [top1[labels == c].mean().item() for c in labels.unique()]
-    out["zeroshot_mean_per_class"] = 100.0 * sum(per_class) / len(per_class)
+    out[f"{prefix}_mean_per_class"] = 100.0 * sum(per_class) / len(per_class)
     return out

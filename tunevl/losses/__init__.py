@@ -5,9 +5,11 @@ exponentiated). Under ``torch.distributed`` the contrastive losses gather with g
 one process on the concatenated batch; see each docstring for what a rank's returned value means.
 """
 
+from tunevl.losses.classification import class_logits, classification_loss
 from tunevl.losses.contrastive import info_nce, sigmoid_loss
 from tunevl.losses.distributed import gather_with_grad
 from tunevl.losses.preference import dpo_loss, svco_loss
 from tunevl.losses.sequence import next_token_loss, sequence_logps
 
-__all__ = ["info_nce", "sigmoid_loss", "sequence_logps", "next_token_loss", "dpo_loss", "svco_loss", "gather_with_grad"]
+__all__ = ["info_nce", "sigmoid_loss", "sequence_logps", "next_token_loss", "dpo_loss", "svco_loss", "gather_with_grad",
+           "classification_loss", "class_logits"]

@@ -75,11 +75,22 @@ class ClipView(DualEncoderView):
             finally:
                 model_cls.__init__, model_cls._load_from_state_dict = init, load
 
+    @property
+    def image_embed_dim(self) -> int:
+        return self.base_model.config.projection_dim
+
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         tok = self.processor.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt"
         )
         return {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
+
+    def text_pool_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The position each row's text feature is read from, as transformers' CLIP text model picks it."""
+        eos = self.base_model.config.text_config.eos_token_id
+        if eos == 2:  # OpenAI configs: the highest token id (their eot); see PITFALLS.md
+            return input_ids.argmax(dim=-1)
+        return (input_ids == eos).int().argmax(dim=-1)
 
     def logit_scale(self) -> torch.Tensor:
         """The multiplier ``exp(min(t, ln 100))``, with the gradient of ``exp(min)`` flowing to ``t`` also at or above

@@ -30,17 +30,25 @@ class DualEncoderView:
         model_class: name of the transformers class loaded by :meth:`from_pretrained`.
         lora_presets: preset name -> regex over module names (``adapters.lora.target_modules``).
         extra_names: base-model parameters trained when ``model.train_logit_scale`` is set.
+        vision_class_tokens: leading class tokens of the vision sequence (visual prompts go after them).
+
+    Prompt adapters (:mod:`tunevl.adapters.prompts`) set :attr:`text_prompts` (CoOp, CoCoOp) and
+    :attr:`visual_prompts` (VPT); their tensors are extras named ``text_prompts.*`` / ``visual_prompts.*``.
     """
 
     family: ClassVar[str]
     model_class: ClassVar[str]
     lora_presets: ClassVar[dict[str, str]]
     extra_names: ClassVar[tuple[str, ...]] = ("logit_scale",)
+    vision_class_tokens: ClassVar[int] = 1
+    _PROMPT_PREFIXES = ("text_prompts.", "visual_prompts.")
 
     def __init__(self, model: nn.Module, processor: Any, config=None):
         self.model = model
         self.processor = processor
         self.config = config
+        self.text_prompts = None
+        self.visual_prompts = None
 
     @staticmethod
     def inference_class():
@@ -97,16 +105,32 @@ class DualEncoderView:
             m = m.get_base_model()
         return m
 
+    def prompt_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters of the prompt adapters, by their bundle names (``text_prompts.ctx``, ...)."""
+        out = {}
+        for prefix, module in (("text_prompts.", self.text_prompts), ("visual_prompts.", self.visual_prompts)):
+            if module is not None:
+                out.update({prefix + n: p for n, p in module.named_parameters()})
+        return out
+
     def extra_trainables(self) -> dict[str, nn.Parameter]:
         """Trainable parameters that are not adapter weights (saved in the bundle's side file)."""
         params = {name: getattr(self.base_model, name) for name in self.extra_names}
+        params.update(self.prompt_parameters())
         return {name: p for name, p in params.items() if p.requires_grad}
 
     def load_extras(self, tensors: dict[str, torch.Tensor]) -> None:
+        prompts = self.prompt_parameters()
         for name, value in tensors.items():
-            if name not in self.extra_names:
-                raise ValueError(f"unknown extra tensor {name!r} for the {self.family} family")
-            param = getattr(self.base_model, name)
+            if name.startswith(self._PROMPT_PREFIXES) and name in prompts:
+                param = prompts[name]
+            elif name in self.extra_names:
+                param = getattr(self.base_model, name)
+            else:
+                raise ValueError(f"unknown extra tensor {name!r} for the {self.family} family"
+                                 + (" (the bundle records no such prompts)" if name.startswith(self._PROMPT_PREFIXES) else ""))
+            if param.numel() != value.numel():
+                raise ValueError(f"extra tensor {name!r} has shape {tuple(value.shape)}, the model expects {tuple(param.shape)}")
             with torch.no_grad():
                 param.copy_(value.reshape(param.shape))
 
@@ -124,6 +148,11 @@ class DualEncoderView:
         return [(embeddings, embeddings.position_embedding.weight)]
 
     # ---- batches -----------------------------------------------------------------------
+    @property
+    def image_embed_dim(self) -> int:
+        """Width of :meth:`encode_images` outputs."""
+        raise NotImplementedError
+
     @property
     def max_text_length(self) -> int:
         return self.base_model.config.text_config.max_position_embeddings

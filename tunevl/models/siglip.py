@@ -31,6 +31,11 @@ class SiglipView(DualEncoderView):
         "all-linear": rf"(text|vision){_LAYERS}(self_attn\.{_ATTN}|mlp\.(fc1|fc2))",
     }
     extra_names = ("logit_scale", "logit_bias")
+    vision_class_tokens = 0  # no class token: the attention-pooling head reads every position
+
+    @property
+    def image_embed_dim(self) -> int:
+        return self.base_model.config.vision_config.hidden_size
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         tok = self.processor.tokenizer(
@@ -42,6 +47,10 @@ class SiglipView(DualEncoderView):
             return_tensors="pt",
         )
         return {"input_ids": tok["input_ids"]}
+
+    def text_pool_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """SigLIP's text tower reads the last position."""
+        return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long)
 
     def logit_scale(self) -> torch.Tensor:
         """The multiplier exp(t'); unclamped, as in the paper and transformers, so a checkpoint's value is kept."""

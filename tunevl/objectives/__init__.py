@@ -4,6 +4,7 @@ Recipes name them by the short names in :data:`OBJECTIVES` or by a dotted import
 """
 
 from tunevl.objectives.base import Objective
+from tunevl.objectives.classification import Classification
 from tunevl.objectives.contrastive import Contrastive, Sigmoid
 from tunevl.objectives.next_token import NextToken
 from tunevl.objectives.preference import DPO, SVCO
@@ -14,6 +15,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "next_token": NextToken,
     "dpo": DPO,
     "svco": SVCO,
+    "classification": Classification,
 }
 
-__all__ = ["DPO", "OBJECTIVES", "SVCO", "Contrastive", "NextToken", "Objective", "Sigmoid"]
+__all__ = ["DPO", "OBJECTIVES", "SVCO", "Classification", "Contrastive", "NextToken", "Objective", "Sigmoid"]

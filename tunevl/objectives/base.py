@@ -49,6 +49,23 @@ class Objective(nn.Module):
             raise ValueError(f"weight must be >= 0, got {weight}")
         self.weight = float(weight)
 
+    def setup(self, view, dataset) -> None:
+        """Called once with the training dataset before the trainable parameters are collected (every rank).
+
+        An objective may read dataset-level information here (class names) and add trainables
+        (class-specific prompt contexts).
+        """
+
+    def prepare(self, view, dataset, *, dist, cfg, bf16: bool) -> None:
+        """Called once on every rank after the model is on its device (and partitioned, under ZeRO-3),
+        before the first batch is loaded (e.g. to fill a feature cache). Any forward it runs must be
+        the same on every rank."""
+
+    def batch_fields(self) -> frozenset[str]:
+        """Record fields the view collates for this objective (default :attr:`requires`); an objective that
+        serves some inputs itself (a feature cache, its own augmented pixels) leaves them out."""
+        return self.requires
+
     def collate(self, view, records: list[dict]) -> dict[str, Any]:
         """This objective's own tensors for a micro-batch (runs in the data-loader workers)."""
         return {}

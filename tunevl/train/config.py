@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -11,11 +12,14 @@ class TrainConfig:
 
     Args:
         output_dir: Where the bundle, checkpoints, logs, metrics and the loss curve go.
-        learning_rate: Peak learning rate of AdamW.
-        weight_decay: AdamW weight decay (not applied to biases, norms or the logit scale).
+        learning_rate: Peak learning rate.
+        optim: ``adamw_torch`` (AdamW) or ``sgd`` (SGD with ``sgd_momentum``, as CoOp trains).
+        weight_decay: Weight decay (decoupled for AdamW, L2 for SGD; not applied to biases, norms or
+            the logit scale).
         adam_beta1: AdamW beta1.
         adam_beta2: AdamW beta2.
         adam_epsilon: AdamW epsilon.
+        sgd_momentum: SGD momentum.
         max_grad_norm: Gradient clipping norm; 0 turns clipping off.
         per_device_train_batch_size: Records per process per micro-batch. For contrastive
             objectives the in-batch negatives are the whole micro-batch across processes.
@@ -45,10 +49,12 @@ class TrainConfig:
 
     output_dir: str = "runs/tunevl"
     learning_rate: float = 1e-4
+    optim: Literal["adamw_torch", "sgd"] = "adamw_torch"
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
+    sgd_momentum: float = 0.9
     max_grad_norm: float = 1.0
     per_device_train_batch_size: int = 32
     per_device_eval_batch_size: int = 64
@@ -103,8 +109,11 @@ class EvalConfig:
         zeroshot: Zero-shot classification accuracy, on records with ``label`` when the
             dataset has ``classnames``.
         templates: Prompt templates for zero-shot, ``{}`` standing for the class name;
-            several are ensembled (mean of normalised embeddings, renormalised).
+            several are ensembled (mean of normalised embeddings, renormalised). A model with
+            learned text prompts (CoOp, CoCoOp) uses those instead.
         zeroshot_ks: The k values of top-k zero-shot accuracy.
+        base_to_new: Also report CoCoOp's base-to-new accuracies: the first half of the classes
+            (base) and the second half (new), each among its own classes, and their harmonic mean.
         max_samples: Evaluate on the first N records only (quicker evaluations during
             training); None uses them all.
     """
@@ -115,6 +124,7 @@ class EvalConfig:
     zeroshot: bool = True
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
     zeroshot_ks: list[int] = field(default_factory=lambda: [1, 5])
+    base_to_new: bool = False
     max_samples: int | None = None
 
     def __post_init__(self):

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from tunevl.config.errors import RecipeError
+from tunevl.train.optim import deepspeed_optimizer_params, deepspeed_optimizer_type
 
 _PRESETS = Path(__file__).resolve().parent.parent / "recipes" / "deepspeed"
 
@@ -65,16 +66,15 @@ def deepspeed_conflicts(ds: dict, cfg, world_size: int | None, bf16: bool | None
     check("gradient_clipping", ds.get("gradient_clipping"), "train.max_grad_norm", cfg.max_grad_norm)
     opt = ds.get("optimizer")
     if opt is not None:
-        kind = str(opt.get("type", "AdamW"))
-        if kind.lower() not in ("adamw", "adam"):
-            problems.append(f"optimizer.type={kind!r}: tunevl trains with AdamW (train.learning_rate, adam_beta1/2, "
-                            "adam_epsilon, weight_decay); remove the optimizer section or use AdamW")
+        kind = str(opt.get("type", deepspeed_optimizer_type(cfg)))
+        if kind.lower() != deepspeed_optimizer_type(cfg).lower() and not (kind.lower() == "adam" and cfg.optim == "adamw_torch"):
+            problems.append(f"optimizer.type={kind!r} but the recipe has train.optim={cfg.optim!r}; remove the optimizer "
+                            "section (tunevl fills it from the recipe) or make them agree")
         params = opt.get("params", {})
-        check("optimizer.params.lr", params.get("lr"), "train.learning_rate", cfg.learning_rate)
-        check("optimizer.params.betas", params.get("betas"), "train.adam_beta1/adam_beta2",
-              [cfg.adam_beta1, cfg.adam_beta2])
-        check("optimizer.params.eps", params.get("eps"), "train.adam_epsilon", cfg.adam_epsilon)
-        check("optimizer.params.weight_decay", params.get("weight_decay"), "train.weight_decay", cfg.weight_decay)
+        for key, want in deepspeed_optimizer_params(cfg, deepspeed_optimizer_type(cfg)).items():
+            recipe_key = {"lr": "train.learning_rate", "betas": "train.adam_beta1/adam_beta2", "eps": "train.adam_epsilon",
+                          "weight_decay": "train.weight_decay", "momentum": "train.sgd_momentum"}[key]
+            check(f"optimizer.params.{key}", params.get(key), recipe_key, want)
     if ds.get("scheduler") is not None:
         problems.append("a scheduler section: tunevl schedules the learning rate itself (train.lr_scheduler_type, "
                         "warmup_ratio, warmup_steps); remove it from the JSON")
@@ -107,17 +107,14 @@ def resolve_deepspeed_config(value: str, cfg, dist_info, bf16: bool) -> dict:
             ds[key] = val
     ds.setdefault("bf16", {})
     ds["bf16"]["enabled"] = bf16
-    opt = ds.setdefault("optimizer", {"type": "AdamW", "params": {}})
+    opt = ds.setdefault("optimizer", {"type": deepspeed_optimizer_type(cfg), "params": {}})
     params = opt.setdefault("params", {})
-    for key, val in {
-        "lr": cfg.learning_rate,
-        "betas": [cfg.adam_beta1, cfg.adam_beta2],
-        "eps": cfg.adam_epsilon,
-        "weight_decay": cfg.weight_decay,
-    }.items():
+    for key, val in deepspeed_optimizer_params(cfg, opt.get("type", "AdamW")).items():
         if _auto(params.get(key)):
             params[key] = val
-    if dist_info.device.type == "cpu":
+    if opt.get("type", "").lower() == "sgd":  # ZeRO lists SGD as untested; its update is elementwise, so exact when partitioned
+        ds.setdefault("zero_allow_untested_optimizer", True)
+    if dist_info.device.type == "cpu" and "adam" in opt.get("type", "AdamW").lower():
         params.setdefault("torch_adam", True)  # DeepSpeed's fused Adam needs a long JIT build on CPU
     ds.setdefault("steps_per_print", 10**9)
     return ds

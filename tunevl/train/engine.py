@@ -12,6 +12,7 @@ from torch import nn
 from tunevl.train.config import TrainConfig
 from tunevl.train.deepspeed_config import is_zero3, resolve_deepspeed_config
 from tunevl.train.distributed import DistInfo
+from tunevl.train.optim import make_optimizer
 
 
 
@@ -70,7 +71,7 @@ class TrainModule(nn.Module):
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay on biases, norms (1-d) and scalars such as the logit scale."""
+    """Optimizer groups: no decay on biases, norms (1-d) and scalars such as the logit scale."""
     decay, no_decay = [], []
     for p in module.parameters():
         if p.requires_grad:
@@ -183,12 +184,7 @@ class TorchEngine:
         if dist_info.world_size > 1:
             ids = [dist_info.device] if dist_info.device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(module, device_ids=ids)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(module, cfg.weight_decay),
-            lr=cfg.learning_rate,
-            betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_epsilon,
-        )
+        self.optimizer = make_optimizer(cfg, param_groups(module, cfg.weight_decay))
         self.scheduler = make_scheduler(cfg, self.optimizer, total_steps)
         self.trainable = [p for p in module.parameters() if p.requires_grad]
         self.snapshot = StepSnapshot(self.optimizer, self.scheduler, lambda: self.trainable)

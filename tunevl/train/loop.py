@@ -22,7 +22,9 @@ import torch
 from tunevl.adapters.bundle import git_sha, save_bundle, versions
 from tunevl.adapters.card import make_card
 from tunevl.adapters.lora import apply_lora, is_adapter_key
+from tunevl.adapters.prompts import apply_prompt_adapters
 from tunevl.adapters.soft_prompt import apply_soft_prompt
+from tunevl.data.fewshot import describe_training_data
 from tunevl.data.preflight import build_dataset, check_lengths
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.config.errors import RecipeError
@@ -56,6 +58,7 @@ def build_view(recipe, torch_dtype=None, seed: int | None = None):
     soft_prompt = recipe.soft_prompt()
     if soft_prompt is not None:
         apply_soft_prompt(view, soft_prompt)
+    apply_prompt_adapters(view, recipe.tree.get("adapters"))
     trainable = [p for p in view.model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("nothing to train: the recipe has no adapters and no extra trainables")
@@ -181,8 +184,11 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
     if cfg.gradient_checkpointing:
         _enable_checkpointing(view.base_model)
     objectives = recipe.build_objectives()
-    module = TrainModule(view, objectives)
     train_ds, eval_ds = build_dataset(recipe, "train", objectives), build_dataset(recipe, "eval")
+    for objective in objectives:  # before the trainables are collected: it may add some (class-specific prompts)
+        objective.setup(view, train_ds)
+    view.train_data_info = describe_training_data(train_ds)  # recorded in the bundle (few-shot selection)
+    module = TrainModule(view, objectives)
     if getattr(view, "max_length", None):  # generative views: truncation must not cut into image tokens
         check_lengths(view, train_ds, objectives)
     do_eval = eval_ds is not None
@@ -190,7 +196,6 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
     def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
         return evaluate(view, eval_ds, eval_cfg, batch_size=cfg.per_device_eval_batch_size)
 
-    fields = set().union(*(o.requires for o in objectives))
     stream = MicroBatchStream(
         len(train_ds), cfg.per_device_train_batch_size, dist.world_size, dist.rank, cfg.seed, cfg.gradient_accumulation_steps
     )
@@ -202,6 +207,9 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
     module.train()
     prepare_reference_logps(objectives, view, train_ds, recipe.model_config(), dist, autocast=bf16 and not cfg.deepspeed,
                             batch_size=cfg.per_device_eval_batch_size, workers=cfg.dataloader_num_workers)
+    for objective in objectives:  # on the device, every rank: e.g. a frozen tower's feature cache
+        objective.prepare(view, train_ds, dist=dist, cfg=cfg, bf16=bf16)
+    fields = set().union(*(o.batch_fields() for o in objectives))
     if getattr(engine, "partitioned", None) and dist.is_main:
         n = engine.partitioned
         log.info("ZeRO-3 partitioned %d of %d parameters", n["partitioned"], n["total"])

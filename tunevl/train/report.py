@@ -5,12 +5,12 @@ from __future__ import annotations
 
 def format_summary(metrics: dict) -> str:
     base, trained = metrics.get("base", {}), metrics.get("trained", {})
-    shown = lambda k: "_R@" in k or k.startswith(("zeroshot_", "accuracy"))  # noqa: E731
+    shown = lambda k: "_R@" in k or k.startswith(("zeroshot_", "accuracy", "base_top", "new_top", "harmonic"))  # noqa: E731
     keys = [k for k in trained if shown(k)] or [k for k in base if shown(k)]
     lines = []
     if keys:
         width = max(12, *(len(k) + 2 for k in keys))
-        digits = 1 if any("_R@" in k or k.startswith("zeroshot_") for k in keys) else 3  # percentages vs fractions
+        digits = 1 if any("_R@" in k or k.startswith(("zeroshot_", "base_top")) for k in keys) else 3  # percentages vs fractions
         lines.append(f"{'metric':<{width}}{'untrained':>12}{'trained':>12}{'change':>10}")
         for k in keys:
             b, t = base.get(k), trained.get(k)
