@@ -32,7 +32,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                     "(files, columns, the fields the objectives need, images).",
     )
     check.add_argument("recipe", help="a recipe file, or the name of a shipped recipe")
-    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, as for 'tunevl train'")
+    check.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, as for 'tunevl train'")
 
 
 def _positive(text: str) -> int:
