@@ -250,6 +250,7 @@ def make_card(
     *,
     repo_id: str | None = None,
     license: str | None = None,
+    location: str | Path | None = None,
 ) -> str:
     """The model card (README.md) of a bundle.
 
@@ -259,6 +260,8 @@ def make_card(
         metrics: The run's metrics (``metrics.json``); read from the bundle when omitted.
         repo_id: The Hub repo the card is for, used in the usage snippets.
         license: SPDX-style Hub license id; ``other`` (follow the base model's license) when omitted.
+        location: Where the bundle will be read from, when it is written elsewhere first (a
+            temporary folder renamed when complete); default: the bundle folder.
     """
     meta, bundle = _read_bundle(bundle_dir_or_meta)
     if bundle is not None:
@@ -267,9 +270,10 @@ def make_card(
         if metrics is None and (bundle / "metrics.json").is_file():
             metrics = json.loads((bundle / "metrics.json").read_text())
     tree = _recipe_tree(recipe_yaml)
-    where = repo_id or (str(bundle) if bundle is not None else _LOCAL_PLACEHOLDER)
+    place = Path(location) if location is not None else bundle
+    where = repo_id or (str(place) if place is not None else _LOCAL_PLACEHOLDER)
     tags = ["peft"] if "lora" in meta.get("adapters", []) else []
-    title = repo_id or (bundle.name if bundle is not None else "tunevl bundle")
+    title = repo_id or (place.name if place is not None else "tunevl bundle")
     description = tree.get("description")
     lines = [
         _yaml_block(_front(meta, tree, license, "tunevl", tags)), CARD_MARKER, "", f"# {title}", "",

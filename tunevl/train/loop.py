@@ -20,17 +20,17 @@ import numpy as np
 import torch
 
 from tunevl.adapters.bundle import git_sha, save_bundle, versions
-from tunevl.adapters.card import make_card
 from tunevl.adapters.lora import apply_lora, is_adapter_key
 from tunevl.adapters.soft_prompt import apply_soft_prompt
 from tunevl.data.preflight import build_dataset
 from tunevl.data.sampler import MicroBatchStream
-from tunevl.errors import TrainingError
+from tunevl.errors import TrainingError, context
 from tunevl.eval import evaluate
 from tunevl.models import load_view, resolve_dtype
 from tunevl.train import checkpoint as ckpt
-from tunevl.train import distributed
+from tunevl.train import distributed, rundir
 from tunevl.train.engine import DeepSpeedEngine, TorchEngine, TrainModule
+from tunevl.train.report import plot_run
 
 log = logging.getLogger("tunevl")
 
@@ -42,17 +42,21 @@ def set_seed(seed: int) -> None:
 
 
 def build_view(recipe, torch_dtype=None):
-    """Load the model named by the recipe and inject its adapters."""
-    view = load_view(recipe.model_config(), torch_dtype=torch_dtype)
+    """Load the model named by the recipe and inject its adapters (bad values: one-line recipe errors)."""
+    config = recipe.model_config()
+    with recipe.building(("model",)), context(f"model.name_or_path {config.name_or_path!r}"):
+        view = load_view(config, torch_dtype=torch_dtype)
     lora = recipe.lora()
     if lora is not None:
-        apply_lora(view, lora)
+        with recipe.building(("adapters", "lora")):
+            apply_lora(view, lora)
     soft_prompt = recipe.soft_prompt()
     if soft_prompt is not None:
-        apply_soft_prompt(view, soft_prompt)
+        with recipe.building(("adapters", "soft_prompt")):
+            apply_soft_prompt(view, soft_prompt)
     trainable = [p for p in view.model.parameters() if p.requires_grad]
     if not trainable:
-        raise ValueError("nothing to train: the recipe has no adapters and no extra trainables")
+        raise recipe.error(("adapters",), "nothing to train: the recipe has no adapters and no extra trainables")
     for p in trainable:  # trainables stay fp32 (optimizer master copy) over a bf16 frozen base
         p.data = p.data.float()
     return view
@@ -152,9 +156,9 @@ def train(recipe) -> dict:
 def run(recipe) -> tuple[dict, TrainModule]:
     """Like :func:`train`, also returning the trained module (for tests and notebooks)."""
     cfg, eval_cfg = recipe.train_config(), recipe.eval_config()
+    out = rundir.prepare_output_dir(cfg)  # before any rank can write: another run's files are never mixed in
     dist = distributed.setup(use_deepspeed=cfg.deepspeed is not None)
     bf16 = cfg.bf16 if cfg.bf16 is not None else (dist.device.type == "cuda" and torch.cuda.is_bf16_supported())
-    out = Path(cfg.output_dir)
     set_seed(cfg.seed)
 
     view = build_view(recipe, torch_dtype=resolve_dtype(recipe.model_config().dtype, bf16))
@@ -162,7 +166,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
         _enable_checkpointing(view.base_model)
     objectives = recipe.build_objectives()
     module = TrainModule(view, objectives)
-    train_ds, eval_ds = build_dataset(recipe, "train", objectives), build_dataset(recipe, "eval")
+    train_ds, eval_ds = build_dataset(recipe, "train", objectives, view=view), build_dataset(recipe, "eval", view=view)
     if getattr(view, "max_length", None):  # generative views: truncation must not cut into image tokens
         view.check_lengths(train_ds)
     do_eval = eval_ds is not None
@@ -175,6 +179,8 @@ def run(recipe) -> tuple[dict, TrainModule]:
         len(train_ds), cfg.per_device_train_batch_size, dist.world_size, dist.rank, cfg.seed, cfg.gradient_accumulation_steps
     )
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * stream.steps_per_epoch)
+    module.run_signature = rundir.run_signature(module, total_steps, len(train_ds))  # recorded in checkpoints
+    rundir.check_resume(cfg, recipe, module.run_signature, dist.world_size)  # before a checkpoint is loaded
     engine_cls = DeepSpeedEngine if cfg.deepspeed else TorchEngine
     engine = engine_cls(module, cfg, dist, total_steps, bf16)
     module.train()
@@ -192,9 +198,6 @@ def run(recipe) -> tuple[dict, TrainModule]:
         window = state.get("window", [])  # losses since the last logged step: the history continues as if uninterrupted
         if dist.is_main:
             log.info("resumed from %s at step %d", resume_dir, step)
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(recipe.to_yaml())
     if do_eval and cfg.eval_at_start and "base" not in metrics:
         metrics["base"] = _evaluate()
 
@@ -236,9 +239,10 @@ def run(recipe) -> tuple[dict, TrainModule]:
     elapsed = time.time() - started
 
     trainable = engine.trainable_state()
-    if dist.is_main:
+    if dist.is_main:  # the bundle first (whole, or the previous one stays): an evaluation error loses nothing
         lora, extras = _split_state(module, trainable)
-        save_bundle(out, view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(), model_config=recipe.model_config())
+        rundir.publish(out, partial(save_bundle, view=view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(),
+                                    model_config=recipe.model_config(), location=out), replace_bundle=True)
     if do_eval:
         metrics["trained"] = _evaluate()
     metrics["train"] = {"steps": step, "seconds_this_run": round(elapsed, 2), "final_loss": history[-1]["loss"] if history else None}
@@ -247,9 +251,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
         "bf16": bf16, "zero3_partitioned": getattr(engine, "partitioned", None),
     }
     if dist.is_main:
-        (out / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
-        (out / "README.md").write_text(make_card(out, recipe.to_yaml(), metrics))
-        _plot_loss(history, out / "loss_curve.png")
+        rundir.publish(out, partial(_write_results, out=out, recipe=recipe, metrics=metrics, history=history))
         if cfg.save_steps:
             ckpt.prune(out, cfg.save_total_limit)
     loggers.close()
@@ -301,7 +303,7 @@ def _save_checkpoint(path: Path, recipe, module, engine, dist, step, history, me
         lora, extras = _split_state(module, trainable)
         save_bundle(tmp, module.view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(), model_config=recipe.model_config())
         ckpt.write_trainer_state(state_dir, {"step": step, "history": history, "window": list(window), "metrics": metrics,
-                                             "world_size": dist.world_size})
+                                             "world_size": dist.world_size, "run": getattr(module, "run_signature", None)})
     distributed.barrier()
     if dist.is_main:
         shutil.rmtree(path, ignore_errors=True)
@@ -320,23 +322,14 @@ def _load_checkpoint(path: Path, engine, dist) -> dict:
         engine.engine.load_checkpoint(str(state_dir / "deepspeed"), tag="state", load_module_strict=False)
     else:
         ckpt.load_torch_state(state_dir, engine)
-    state["rng"] = torch.load(state_dir / f"rng_rank{dist.rank}.pt", weights_only=True)
+    state["rng"] = ckpt.load_torch_file(state_dir / f"rng_rank{dist.rank}.pt")
     return state
 
 
-def _plot_loss(history: list[dict], path: Path) -> None:
-    if not history:
-        return
-    import matplotlib
+def _write_results(folder: Path, out: Path, recipe, metrics: dict, history: list[dict]) -> None:
+    """metrics.json, the model card with the results, and the loss curve, written into ``folder``."""
+    from tunevl.adapters.card import make_card
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
+    (folder / "README.md").write_text(make_card(out, recipe.to_yaml(), metrics))
+    plot_run(history, metrics, folder / "loss_curve.png")
