@@ -150,13 +150,29 @@ def _hf_class(family: str) -> str:
     return _FAMILY_INFO.get(family, (None, "AutoModel"))[1]
 
 
+#: family -> processor class whose ``AutoProcessor`` also builds a video processor, which needs torchvision
+#: (not part of tunevl's install): the card's snippet loads it image-only instead.
+_IMAGE_ONLY_PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor"}
+
+
 def _plain_load(hf_class: str, family: str, path_expr: str) -> list[str]:
     """A python block loading ``path_expr`` with plain transformers (and its processor, for generative models)."""
     if family not in _GENERATIVE:
         return ["```python", f"from transformers import {hf_class}", "", f"model = {hf_class}.from_pretrained({path_expr})", "```"]
+    processor = _IMAGE_ONLY_PROCESSORS.get(family)
+    if processor is None:
+        return [
+            "```python", f"from transformers import AutoProcessor, {hf_class}", "",
+            f"model = {hf_class}.from_pretrained({path_expr})", f"processor = AutoProcessor.from_pretrained({path_expr})", "```",
+        ]
     return [
-        "```python", f"from transformers import AutoProcessor, {hf_class}", "",
-        f"model = {hf_class}.from_pretrained({path_expr})", f"processor = AutoProcessor.from_pretrained({path_expr})", "```",
+        "```python", f"from transformers import {hf_class}, {processor}", "", "",
+        f"class ImageOnlyProcessor({processor}):  # AutoProcessor would also build the video processor, which needs torchvision",
+        "    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):",
+        "        super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,",
+        "                         chat_template=chat_template, **kwargs)", "", "",
+        f"model = {hf_class}.from_pretrained({path_expr})",
+        f"processor = ImageOnlyProcessor.from_pretrained({path_expr})  # or AutoProcessor, with torchvision installed", "```",
     ]
 
 

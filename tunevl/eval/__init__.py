@@ -118,9 +118,10 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
 
 
 def format_table(metrics: dict[str, Any], title: str | None = None) -> str:
-    """A readable two-column table of metrics (percentages with one decimal, counts as integers)."""
-    rows = [(k, f"{v:.1f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    """A readable two-column table of metrics (percentages with one decimal, accuracies as fractions with
+    three, counts as integers)."""
+    rows = [(k, (f"{v:.3f}" if k.startswith("accuracy") else f"{v:.1f}") if isinstance(v, float) else str(v))
+            for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not rows:
         return title or ""
     width = max(len(k) for k, _ in rows)

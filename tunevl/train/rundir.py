@@ -56,10 +56,10 @@ def prepare_output_dir(cfg) -> Path:
         return out
     what = ", ".join([*(p.name for p in checkpoints[-3:]), *found[:3]])
     if not cfg.overwrite_output_dir:
+        resume = "to continue it set train.resume_from_checkpoint=latest, " if checkpoints else ""
         raise TrainingError(
-            f"train.output_dir: {out} holds another run ({what}); to continue it set "
-            "train.resume_from_checkpoint=latest, to replace it set train.overwrite_output_dir=true, "
-            "or choose another train.output_dir"
+            f"train.output_dir: {out} holds another run ({what}); {resume}to replace it set "
+            "train.overwrite_output_dir=true, or choose another train.output_dir"
         )
     if checkpoints and os.environ.get("RANK", "0") == "0":
         log.warning("train.overwrite_output_dir: removing %d checkpoint(s) of the previous run in %s", len(checkpoints), out)
