@@ -339,7 +339,7 @@ def _hints(fn: Callable, params: Mapping[str, inspect.Parameter]) -> dict[str, A
     hints: dict[str, Any] = {}
     for src in sources:  # later sources (the __init__) win
         try:
-            hints.update(typing.get_type_hints(src))
+            hints.update(typing.get_type_hints(src, include_extras=True))
         except Exception:  # noqa: BLE001 - any unresolvable name: fall back per parameter
             pass
     module = sys.modules.get(getattr(fn, "__module__", None) or "")

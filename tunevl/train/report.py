@@ -81,7 +81,7 @@ def plot_run(history: list[dict], metrics: dict, path: Path) -> None:
     if metrics.get("trained") and points:
         points.append((history[-1]["step"], metrics["trained"]))
     keys = [k for k in dict.fromkeys(k for _, v in points for k in v) if _shown(k)][:6]
-    rows = 2 if keys and len(points) > 1 else 1
+    rows = 2 if keys and metrics.get("during") else 1
     fig, axes = plt.subplots(rows, 1, figsize=(6.5, 3.6 * rows), squeeze=False)
     ax = axes[0][0]
     marker = "o" if len(history) < 20 else None
