@@ -75,7 +75,9 @@ def test_a_loss_curve_of_one_point_is_drawn(tmp_path):
     from tunevl.train.report import plot_run
 
     plot_run([{"step": 1, "loss": 0.5, "lr": 1e-3}], {}, tmp_path / "curve.png")
-    pixels = torch.tensor(list(Image.open(tmp_path / "curve.png").convert("RGB").getdata()))
+    import numpy as np
+
+    pixels = torch.from_numpy(np.asarray(Image.open(tmp_path / "curve.png").convert("RGB")).reshape(-1, 3).astype("int64"))
     blue = torch.tensor([31, 119, 180])  # matplotlib's tab:blue, the loss colour
     assert ((pixels - blue).abs().sum(dim=1) < 30).sum() > 10
 
