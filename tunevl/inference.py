@@ -112,12 +112,24 @@ class DualEncoder:
         return logits.softmax(dim=-1)
 
 
+def resolve_device(device="auto") -> torch.device:
+    """``auto`` (or None): the GPU when there is one, else the CPU; anything else as ``torch.device`` reads it."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        from tunevl.errors import BundleError
+
+        raise BundleError(f"device: {device!r} is not a device (auto, cpu, cuda, cuda:1, ...): {err}") from None
+
+
 def load(
     path_or_id: str | Path,
     *,
     revision: str | None = None,
     trust_remote_code: bool = False,
-    device=None,
+    device="auto",
     base_model: str | None = None,
     base_revision: str | None = None,
 ):
@@ -127,7 +139,8 @@ def load(
         path_or_id: A bundle folder (``train.output_dir``) or ``user/repo`` on the Hub.
         revision: Hub revision of the bundle.
         trust_remote_code: Allow code shipped with the base checkpoint to run.
-        device: Where to put the model (default: CPU).
+        device: Where to put the model: ``auto`` (default) is the GPU when there is one, else the CPU;
+            or ``cuda``, ``cuda:1``, ``cpu``...
         base_model: A copy of the base model to use instead of the recorded id or path; its
             config must hash to the recorded value.
         base_revision: Revision of ``base_model``.
@@ -140,5 +153,4 @@ def load(
     view = load_bundle(
         path_or_id, revision=revision, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision
     )
-    obj = view.inference_class()(view)
-    return obj.to(device) if device is not None else obj
+    return view.inference_class()(view).to(resolve_device(device))

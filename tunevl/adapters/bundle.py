@@ -77,14 +77,19 @@ def save_bundle(
     recipe_yaml: str,
     model_config,
     card: str | None = None,
+    location: str | Path | None = None,
 ) -> Path:
     """Write a bundle. ``lora_state`` uses the peft model's own state-dict keys.
 
     ``tunevl.json`` also records the shapes of prompt adapters (``prompts``, so loading can rebuild them)
     and ``view.train_data_info`` when the training loop set it (``train_data``: class names, few-shot draw).
+    ``card`` is the model card; None writes tunevl's card for the bundle without results (never
+    peft's placeholder). ``location`` is where the bundle will be read from, for the card's
+    snippets, when ``out_dir`` is a temporary folder (``checkpoint-N.tmp`` defaults to ``checkpoint-N``).
     """
     from safetensors.torch import save_file
 
+    from tunevl.adapters.card import is_portable, make_card
     from tunevl.adapters.prompts import prompt_metadata
 
     out = Path(out_dir)
@@ -92,6 +97,11 @@ def save_bundle(
     adapters = []
     if lora_state is not None:
         view.model.save_pretrained(out, state_dict=lora_state, save_embedding_layers=False)
+        if is_portable(model_config.name_or_path):  # a Hub id or built-in, not this machine's resolved path
+            config_file = out / "adapter_config.json"
+            adapter_config = json.loads(config_file.read_text())
+            adapter_config["base_model_name_or_path"] = model_config.name_or_path
+            config_file.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
         adapters.append("lora")
     if extras:
         # Bundles store extras in the shapes of the original checkpoint (CLIP's 0-dim logit scale).
@@ -122,8 +132,9 @@ def save_bundle(
     if getattr(view, "train_data_info", None):
         meta["train_data"] = view.train_data_info
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    if card is not None:
-        (out / "README.md").write_text(card)
+    if card is None:
+        card = make_card(meta, recipe_yaml, None, location=location or out.with_name(out.name.removesuffix(".tmp")))
+    (out / "README.md").write_text(card)
     return out
 
 
@@ -131,7 +142,9 @@ def read_meta(bundle: Path) -> dict:
     path = bundle / META_FILE
     if not path.is_file():
         raise BundleError(f"{bundle}: not a tunevl bundle (no {META_FILE})")
-    meta = json.loads(path.read_text())
+    meta = read_json_file(path, BundleError)
+    if not isinstance(meta, dict) or not isinstance(meta.get("base_model"), dict):
+        raise BundleError(f"{path}: not a tunevl.json (expected an object with format_version, family, base_model)")
     version = meta.get("format_version")
     if not isinstance(version, int):
         raise BundleError(f"{path}: no valid format_version (got {version!r})")
@@ -164,20 +177,20 @@ def load_bundle(
         base_revision: Revision of ``base_model`` (default: the recorded one when the id is the recorded id).
         torch_dtype: Load the base in this dtype (default: the family's choice, bf16 for LVLMs on a GPU).
     """
-    from safetensors.torch import load_file
-
+    from tunevl.errors import context
     from tunevl.models import ModelConfig, load_view
 
     bundle = _local_bundle(path, revision)
     meta = read_meta(bundle)
     name, base_rev = _base_config(bundle, meta, base_model, base_revision, check_base)
-    view = load_view(
-        ModelConfig(
-            name_or_path=name, revision=base_rev, family=meta["family"], trust_remote_code=trust_remote_code,
-            processor_kwargs=meta["base_model"].get("processor_kwargs"), max_length=meta["base_model"].get("max_length"),
-        ),
-        torch_dtype=torch_dtype,
-    )
+    with context(f"{bundle}: loading its base model {name!r}"):
+        view = load_view(
+            ModelConfig(
+                name_or_path=name, revision=base_rev, family=meta["family"], trust_remote_code=trust_remote_code,
+                processor_kwargs=meta["base_model"].get("processor_kwargs"), max_length=meta["base_model"].get("max_length"),
+            ),
+            torch_dtype=torch_dtype,
+        )
     if "lora" in meta["adapters"]:
         _load_lora(view, bundle)
     if meta.get("prompts"):  # rebuilt with the recorded shapes; their tensors are extras
@@ -185,7 +198,7 @@ def load_bundle(
 
         restore_prompts(view, meta["prompts"])
     if meta.get("extras"):
-        extras = load_file(_safetensors(bundle, EXTRAS_FILE))
+        extras = read_safetensors(_safetensors(bundle, EXTRAS_FILE))
         missing = set(meta["extras"]) - set(extras)
         if missing:
             raise BundleError(f"{bundle}: {EXTRAS_FILE} lacks {sorted(missing)}, listed in {META_FILE}")
@@ -219,6 +232,28 @@ def _base_config(bundle: Path, meta: dict, base_model, base_revision, check: boo
     return name, revision
 
 
+def read_json_file(path: Path, error=BundleError):
+    """A JSON file, or ``error`` naming the file and line when it is truncated or corrupt."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text ({err.reason})") from None
+    except ValueError as err:
+        raise error(f"{path}:{err.lineno}: corrupt or truncated JSON ({err.msg})") from None
+
+
+def read_safetensors(path: Path, error=BundleError) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or ``error`` naming the file when it is truncated or corrupt."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own SafetensorError (and OSError)
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise error(f"{path}: corrupt or truncated safetensors file ({err})") from None
+
+
 def _safetensors(bundle: Path, name: str) -> Path:
     """A weights file of the bundle; only safetensors are ever read (never pickles)."""
     path = bundle / name
@@ -232,9 +267,9 @@ def _safetensors(bundle: Path, name: str) -> Path:
 def _load_lora(view, bundle: Path) -> None:
     from peft import PeftModel
     from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import load_file
 
-    saved = load_file(_safetensors(bundle, "adapter_model.safetensors"))
+    saved = read_safetensors(_safetensors(bundle, "adapter_model.safetensors"))
+    read_json_file(bundle / "adapter_config.json")  # peft's own reader would raise a bare JSONDecodeError
     try:
         view.model = PeftModel.from_pretrained(view.model, bundle, is_trainable=False)
     except ValueError as err:  # peft: "Target modules ... not found in the base model"

@@ -176,13 +176,29 @@ def _hf_class(family: str) -> str:
     return _FAMILY_INFO.get(family, (None, "AutoModel"))[1]
 
 
+#: family -> processor class whose ``AutoProcessor`` also builds a video processor, which needs torchvision
+#: (not part of tunevl's install): the card's snippet loads it image-only instead.
+_IMAGE_ONLY_PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor"}
+
+
 def _plain_load(hf_class: str, family: str, path_expr: str) -> list[str]:
     """A python block loading ``path_expr`` with plain transformers (and its processor, for generative models)."""
     if family not in _GENERATIVE:
         return ["```python", f"from transformers import {hf_class}", "", f"model = {hf_class}.from_pretrained({path_expr})", "```"]
+    processor = _IMAGE_ONLY_PROCESSORS.get(family)
+    if processor is None:
+        return [
+            "```python", f"from transformers import AutoProcessor, {hf_class}", "",
+            f"model = {hf_class}.from_pretrained({path_expr})", f"processor = AutoProcessor.from_pretrained({path_expr})", "```",
+        ]
     return [
-        "```python", f"from transformers import AutoProcessor, {hf_class}", "",
-        f"model = {hf_class}.from_pretrained({path_expr})", f"processor = AutoProcessor.from_pretrained({path_expr})", "```",
+        "```python", f"from transformers import {hf_class}, {processor}", "", "",
+        f"class ImageOnlyProcessor({processor}):  # AutoProcessor would also build the video processor, which needs torchvision",
+        "    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):",
+        "        super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,",
+        "                         chat_template=chat_template, **kwargs)", "", "",
+        f"model = {hf_class}.from_pretrained({path_expr})",
+        f"processor = ImageOnlyProcessor.from_pretrained({path_expr})  # or AutoProcessor, with torchvision installed", "```",
     ]
 
 
@@ -296,6 +312,7 @@ def make_card(
     *,
     repo_id: str | None = None,
     license: str | None = None,
+    location: str | Path | None = None,
 ) -> str:
     """The model card (README.md) of a bundle.
 
@@ -305,6 +322,8 @@ def make_card(
         metrics: The run's metrics (``metrics.json``); read from the bundle when omitted.
         repo_id: The Hub repo the card is for, used in the usage snippets.
         license: SPDX-style Hub license id; ``other`` (follow the base model's license) when omitted.
+        location: Where the bundle will be read from, when it is written elsewhere first (a
+            temporary folder renamed when complete); default: the bundle folder.
     """
     meta, bundle = _read_bundle(bundle_dir_or_meta)
     if bundle is not None:
@@ -313,9 +332,10 @@ def make_card(
         if metrics is None and (bundle / "metrics.json").is_file():
             metrics = json.loads((bundle / "metrics.json").read_text())
     tree = _recipe_tree(recipe_yaml)
-    where = repo_id or (str(bundle) if bundle is not None else _LOCAL_PLACEHOLDER)
+    place = Path(location) if location is not None else bundle
+    where = repo_id or (str(place) if place is not None else _LOCAL_PLACEHOLDER)
     tags = ["peft"] if "lora" in meta.get("adapters", []) else []
-    title = repo_id or (bundle.name if bundle is not None else "tunevl bundle")
+    title = repo_id or (place.name if place is not None else "tunevl bundle")
     description = tree.get("description")
     lines = [
         _yaml_block(_front(meta, tree, license, "tunevl", tags)), CARD_MARKER, "", f"# {title}", "",

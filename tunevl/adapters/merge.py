@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -100,6 +101,25 @@ def _target_dtype(dtype: str, base: str, revision: str | None) -> torch.dtype:
     return resolve_dtype(saved) if saved in DTYPE_NAMES else torch.float32
 
 
+def check_merge_target(bundle: str | Path, out_dir: str | Path, overwrite: bool) -> Path:
+    """The merge output folder, after refusing the bundle itself (or a folder holding it), a file, and a
+    non-empty folder without ``overwrite``."""
+    from tunevl.errors import BundleError
+
+    out = Path(out_dir).expanduser()
+    source = Path(bundle).expanduser()
+    if source.is_dir():
+        a, b = out.resolve(), source.resolve()
+        if a == b or a in b.parents:
+            raise BundleError(f"{out_dir}: this is the bundle {'itself' if a == b else 'folder'}; merging would "
+                              "overwrite it. Give another output folder")
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out_dir}: a file, not a folder; give another output folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise BundleError(f"{out_dir}: the folder is not empty; give a new folder, or --overwrite to replace it")
+    return out
+
+
 def merge(
     bundle: str | Path,
     out_dir: str | Path,
@@ -109,8 +129,12 @@ def merge(
     base_revision: str | None = None,
     trust_remote_code: bool = False,
     dtype: str = "auto",
+    overwrite: bool = False,
 ) -> Path:
     """Write ``bundle`` merged into its base model to ``out_dir`` (safetensors, processor, card).
+
+    ``out_dir`` must be new or empty (``overwrite`` replaces a non-empty one, once the merged
+    checkpoint is complete) and can never be, or hold, the bundle itself.
 
     Args:
         bundle: A bundle folder or Hub repo id.
@@ -120,7 +144,9 @@ def merge(
         base_revision: Revision of ``base_model``.
         trust_remote_code: Allow code shipped with the base checkpoint to run.
         dtype: ``auto`` (the base checkpoint's dtype), ``float32``, ``bfloat16`` or ``float16``.
+        overwrite: Replace a non-empty ``out_dir``.
     """
+    out = check_merge_target(bundle, out_dir, overwrite).resolve()
     source = _local_bundle(bundle, revision)
     meta = read_meta(source)
     view = load_bundle(
@@ -141,21 +167,25 @@ def merge(
     base = view.config
     model.to(_target_dtype(dtype, base.name_or_path, base.revision))
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    staging = out.with_name(out.name + ".tmp")  # written whole, then renamed: a failure leaves `out` as it was
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
     if getattr(view, "processor", None) is not None:
-        save_processor(view.processor, out)
+        save_processor(view.processor, staging)
     side_file = None
     if unmerged:
         side_file = EXTRAS_FILE
         tensors = load_file(source / EXTRAS_FILE)
-        save_file({k: tensors[k].contiguous() for k in unmerged}, out / side_file, metadata={"format": "pt"})
+        save_file({k: tensors[k].contiguous() for k in unmerged}, staging / side_file, metadata={"format": "pt"})
         record = {"bundle": str(bundle), "tensors": unmerged}
         if meta.get("prompts"):  # what tunevl needs to rebuild the prompts these tensors belong to
             record["prompts"] = meta["prompts"]
-        (out / "tunevl_unmerged.json").write_text(json.dumps(record, indent=2) + "\n")
+        (staging / "tunevl_unmerged.json").write_text(json.dumps(record, indent=2) + "\n")
     recipe = (source / RECIPE_FILE).read_text() if (source / RECIPE_FILE).is_file() else None
-    (out / "README.md").write_text(make_merged_card(meta, recipe, str(bundle), side_file, unmerged))
+    (staging / "README.md").write_text(make_merged_card(meta, recipe, str(bundle), side_file, unmerged))
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
     log.info("merged %s into %s%s", bundle, out, f" (restored shapes of {', '.join(reshaped)})" if reshaped else "")
     return out

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-KINDS = ("shapes", "classification", "contrast")
+KINDS = ("shapes", "classification", "contrast", "vqa")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -19,13 +19,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     synth.add_argument("--kind", choices=KINDS, default="shapes",
                        help="shapes: captions like 'three red circles'; classification: the same images, "
                             "labelled by shape, filed under images/<class>/; contrast: minimal-visual-contrast "
-                            "pairs (two images differing in one count, colour or position) in S-VCO's MVC layout "
-                            "(default: shapes)")
+                            "pairs (two images differing in one count, colour or position) in S-VCO's MVC layout; "
+                            "vqa: questions about the shapes as conversations, for LVLM recipes (default: shapes)")
     synth.add_argument("--out", required=True, help="output folder (created)")
     synth.add_argument("--num-samples", type=_positive, default=256, help="number of records (default: 256)")
     synth.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same files (default: 0)")
     synth.add_argument("--split", default="train", help="name of the random stream, e.g. train or eval (default: train)")
-    synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default: 64)")
+    synth.add_argument("--image-size", type=_positive, default=64, help="image side in pixels (default: 64)")
     synth.epilog = "Example:\n  tunevl data synth --kind classification --out data/shapes --num-samples 512 --seed 0"
     synth.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -35,7 +35,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                     "(files, columns, the fields the objectives need, images).",
     )
     check.add_argument("recipe", help="a recipe file, or the name of a shipped recipe")
-    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, as for 'tunevl train'")
+    check.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, as for 'tunevl train'")
+    check.add_argument("--full", action="store_true", help="decode every image (default: check every file exists, "
+                                                            "decode a sample)")
 
     ref = sub.add_parser(
         "reference-logps", help="precompute the reference log-probs of a recipe's preference objectives",
@@ -75,6 +77,16 @@ def _synth(args) -> int:
         path = write_mvc(args.out, SyntheticContrast(args.num_samples, args.split, args.seed, args.image_size))
         print(f"wrote {args.num_samples} minimal-contrast pairs to {path}")
         print(f"read it in a recipe with:  data.train: {{_component_: preference, path: {path}}}")
+        return 0
+    if args.kind == "vqa":
+        from tunevl.data.synthetic_vqa import SyntheticVQA, write_vqa
+
+        jsonl = write_vqa(args.out, SyntheticVQA(num_samples=args.num_samples, split=args.split, seed=args.seed,
+                                                 image_size=args.image_size))
+        print(f"wrote {args.num_samples} conversations to {jsonl}")
+        print(f"read it in an LVLM recipe with:  data.train: {{_component_: jsonl, path: {jsonl}}}")
+        print(f"and as held-out questions:      data.eval: {{_component_: jsonl, path: {jsonl}, "
+              "columns: {answer: answer, candidates: candidates}}")
         return 0
     dataset = SyntheticShapes(num_samples=args.num_samples, split=args.split, seed=args.seed, image_size=args.image_size)
     if args.kind == "shapes":
@@ -123,10 +135,10 @@ def _check(args) -> int:
     from tunevl.data.preflight import build_dataset
 
     recipe = load_recipe(args.recipe, args.overrides)
-    recipe.validate()
+    recipe.validate(all_problems=True)
     objectives = recipe.build_objectives()
     for split in ("train", "eval"):
-        dataset = build_dataset(recipe, split, objectives if split == "train" else ())
+        dataset = build_dataset(recipe, split, objectives if split == "train" else (), full=args.full)
         if dataset is not None:
             classes = getattr(dataset, "classnames", None)
             print(f"data.{split}: {len(dataset)} records ok" + (f", {len(classes)} classes" if classes else ""))

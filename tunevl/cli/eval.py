@@ -9,12 +9,13 @@ from pathlib import Path
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a bundle folder or Hub id; a base checkpoint folder (saved with save_pretrained); "
-                                 "or a recipe, which evaluates the bundle in its train.output_dir")
+    p.add_argument("model", help="a bundle folder or Hub id; a base model (a built-in such as tiny-clip, a Hub id or a "
+                                 "folder saved with save_pretrained); or a recipe, which evaluates the bundle in its "
+                                 "train.output_dir")
     p.add_argument("--data", help="a data file or folder (the reader is picked from it), NAME:PATH with a reader name "
                                   "(karpathy:dataset_coco.json), or a YAML mapping "
                                   "'{_component_: karpathy, path: dataset_coco.json, split: test}'; "
-                                  "default: the recipe's data.eval")
+                                  "default: the data.eval of the recipe (or of the bundle's recipe.yaml)")
     p.add_argument("--data-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="an argument of the reader, e.g. --data-arg split=val --data-arg image_root=/data/coco")
     p.add_argument("--base", action="store_true", help="with a recipe: evaluate its untrained base model")
@@ -29,7 +30,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ks", type=int, nargs="+", help="k values of recall@k (default: 1 5 10)")
     p.add_argument("--max-samples", type=int, help="evaluate on the first N records only")
     p.add_argument("--batch-size", type=int, default=64, help="images or texts per forward pass (default: 64)")
-    p.add_argument("--device", help="e.g. cuda or cpu (default: cpu)")
+    p.add_argument("--device", default="auto", help="e.g. cuda, cuda:1 or cpu (default: auto, a GPU when there is one)")
     p.add_argument("--revision", help="Hub revision of the bundle")
     p.add_argument("--out", help="also write the metrics as JSON to this file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -48,17 +49,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from tunevl.config.errors import RecipeError
     from tunevl.data.preflight import build_dataset, preflight
+    from tunevl.errors import DataError
     from tunevl.eval import evaluate, format_table
     from tunevl.train.config import EvalConfig
 
     encoder, recipe = load_encoder(args.model, base=args.base, revision=args.revision, device=args.device)
     encoder.batch_size = args.batch_size
+    data = (recipe.tree.get("data") or {}) if recipe is not None else {}
     if args.data is not None:
         dataset = preflight(open_data(args.data, args.data_arg), split="eval")
-    elif recipe is not None and (recipe.tree.get("data") or {}).get("eval") is not None:
+    elif data.get("eval") is not None or (data.get("train") or {}).get("eval_split") is not None:
         dataset = build_dataset(recipe, "eval")
     else:
-        raise FileNotFoundError("no evaluation data: pass --data (or a recipe with data.eval)")
+        where = f" (its recipe {recipe.file} has no data.eval)" if recipe is not None else ""
+        raise DataError(f"{args.model}: no evaluation data{where}; pass --data")
     cfg = recipe.eval_config() if recipe is not None else EvalConfig()
     overrides = {
         "retrieval": False if args.no_retrieval else None, "zeroshot": False if args.no_zeroshot else None,
@@ -69,8 +73,8 @@ def run(args) -> int:
         cfg = EvalConfig(**{**vars(cfg), **{k: v for k, v in overrides.items() if v is not None}})
     except ValueError as err:
         raise RecipeError(str(err)) from None
-    generative = hasattr(getattr(encoder, "view", None), "sequence_logps")  # LVLMs: by what the records carry
-    metrics = evaluate(encoder.view if generative else encoder, dataset, cfg)
+    metrics = evaluate(getattr(encoder, "view", encoder) if not hasattr(encoder, "embed_images") else encoder,
+                       dataset, cfg)
     result = {"model": args.model, "data": _describe(dataset), "metrics": metrics}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -84,11 +88,17 @@ def _describe(dataset) -> str:
     return f"{file} ({len(dataset)} records)" if file else f"{type(dataset).__name__} ({len(dataset)} records)"
 
 
-def load_encoder(model: str, *, base: bool = False, revision: str | None = None, device=None):
-    """``(encoder, recipe or None)`` for a bundle, a base checkpoint folder or a recipe."""
+def load_encoder(model: str, *, base: bool = False, revision: str | None = None, device="auto"):
+    """``(inference object, recipe or None)`` for a bundle, a base model or a recipe.
+
+    A bundle's own ``recipe.yaml`` is returned with it (its ``data.eval`` is the default data). A
+    built-in model name, a checkpoint folder without ``tunevl.json`` or a Hub repo that is not a
+    bundle is evaluated as a base model.
+    """
+    from tunevl.adapters.card import _builtin
     from tunevl.config import RECIPES_DIR, load_recipe
     from tunevl.errors import BundleError
-    from tunevl.inference import load
+    from tunevl.inference import load, resolve_device
 
     path = Path(model)
     recipe = None
@@ -100,28 +110,42 @@ def load_encoder(model: str, *, base: bool = False, revision: str | None = None,
         else:
             out = Path(recipe.train_config().output_dir)
             if not (out / "tunevl.json").is_file():
-                raise FileNotFoundError(f"no trained bundle in {out} (train.output_dir of {recipe.file}); "
-                                        "train first, or pass --base to evaluate the untrained model")
-            encoder = load(out)
+                raise BundleError(f"no trained bundle in {out} (train.output_dir of {recipe.file}); "
+                                  "train first, or pass --base to evaluate the untrained model")
+            encoder = load(out, device="cpu")
     elif base:
         raise BundleError("--base needs a recipe (it evaluates the recipe's base model)")
-    elif path.is_dir() and not (path / "tunevl.json").is_file() and (path / "config.json").is_file():
-        from tunevl.models import ModelConfig
-
-        encoder = _base_encoder(ModelConfig(name_or_path=model))
+    elif _builtin(model) or (path.is_dir() and not (path / "tunevl.json").is_file() and (path / "config.json").is_file()):
+        encoder = _base_encoder(_model_config(model))
     else:
-        encoder = load(model, revision=revision)
-    generative = hasattr(getattr(encoder, "view", None), "sequence_logps")
-    if not generative and (not hasattr(encoder, "embed_images") or not hasattr(encoder, "embed_texts")):
-        raise BundleError(f"{model} is neither a dual encoder nor a generative LVLM")
-    return (encoder.to(device) if device else encoder), recipe
+        try:
+            encoder = load(model, revision=revision, device="cpu")
+        except BundleError as err:
+            if "not a tunevl bundle" not in str(err) or path.exists():
+                raise
+            encoder = _base_encoder(_model_config(model, revision))  # a Hub model that is not a bundle
+        if (path / "recipe.yaml").is_file():
+            recipe = load_recipe(path / "recipe.yaml")
+    if not hasattr(encoder, "embed_images") and not hasattr(getattr(encoder, "view", None), "sequence_logps"):
+        raise BundleError(f"{model}: tunevl eval measures dual encoders (retrieval, zero-shot) and generative "
+                          "models (answer accuracy); this is neither")
+    return encoder.to(resolve_device(device)), recipe
+
+
+def _model_config(name: str, revision: str | None = None):
+    from tunevl.models import ModelConfig
+
+    return ModelConfig(name_or_path=name, revision=revision)
 
 
 def _base_encoder(model_config):
     from tunevl.inference import DualEncoder
     from tunevl.models import load_view
 
-    view = load_view(model_config)
+    from tunevl.errors import context
+
+    with context(f"loading base model {model_config.name_or_path!r}"):
+        view = load_view(model_config)
     cls = view.inference_class() if hasattr(view, "inference_class") else DualEncoder
     return cls(view)
 
@@ -155,7 +179,9 @@ def open_data(spec: str, data_args: list[str] = ()):
         node[key] = parse_scalar(value)
     if node.get("_component_") in ("coco_captions", "karpathy"):
         node.setdefault("mode", "images")  # evaluation: one record per image with all its captions
-    cls = check_component(node, DATASETS, key=("--data",))
+    from tunevl.config.schema import KINDS
+
+    cls = check_component(node, DATASETS, key=("--data",), kind=KINDS["data"])
     try:
         return cls(**{k: v for k, v in node.items() if k != "_component_"})
     except DataError as err:

@@ -14,6 +14,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="dtype of the written weights (default: the base checkpoint's)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the base checkpoint to run")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it is not empty (never the bundle itself)")
     p.epilog = (
         "LoRA is merged into the weights; trained tensors that cannot merge (soft prompts) are kept in a\n"
         "side file, and the written model card says so.\n\n"
@@ -28,7 +29,7 @@ def run(args) -> int:
 
     out = merge(
         args.bundle, args.out, revision=args.revision, base_model=args.base_model, base_revision=args.base_revision,
-        trust_remote_code=args.trust_remote_code, dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code, dtype=args.dtype, overwrite=args.overwrite,
     )
     print(out)
     return 0

@@ -12,8 +12,9 @@ OVERRIDE_HELP = (
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", help="a recipe file, or the name of a shipped recipe (see 'tunevl recipes')")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDE_HELP)
+    p.add_argument("recipe", nargs="?", help="a recipe file, or the name of a shipped recipe (see 'tunevl recipes')")
+    p.usage = "%(prog)s [-h] recipe [KEY=VALUE ...]"
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help=OVERRIDE_HELP)
     # The `deepspeed` launcher appends --local_rank=N; the rank is read from the environment anyway.
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.epilog = (

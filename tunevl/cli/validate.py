@@ -6,8 +6,9 @@ from tunevl.cli.train import OVERRIDE_HELP
 
 
 def add_parser(p) -> None:
-    p.add_argument("recipe", help="a recipe file, or the name of a shipped recipe")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDE_HELP)
+    p.add_argument("recipe", nargs="?", help="a recipe file, or the name of a shipped recipe")
+    p.usage = "%(prog)s [-h] recipe [KEY=VALUE ...]"
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help=OVERRIDE_HELP)
 
 
 def run(args) -> int:

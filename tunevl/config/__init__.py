@@ -19,7 +19,9 @@ def load_recipe(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ())
     """Read a recipe file (or a shipped recipe by name) and apply ``key=value`` overrides."""
     path = Path(recipe)
     if not path.is_file():
-        shipped = RECIPES_DIR / f"{str(recipe).removesuffix('.yaml')}.yaml"
+        # `recipes/quickstart.yaml` as the README writes it, from any folder: the shipped recipe
+        name = str(recipe).replace("\\", "/").removeprefix("./").removeprefix("recipes/").removesuffix(".yaml")
+        shipped = RECIPES_DIR / f"{name}.yaml"
         if not shipped.is_file():
             raise RecipeError("no such recipe file, and no shipped recipe of that name (see 'tunevl recipes')", file=str(recipe))
         path = shipped

@@ -16,9 +16,15 @@ Type rules (values are YAML data, so they are checked as such):
   ``dict[K, V]`` / ``Mapping`` want a mapping.
 - ``Optional``, ``Union``, ``X | None``, ``Literal``, ``Annotated`` and ``NewType`` are
   understood; a dataclass annotation accepts a mapping that is checked recursively.
+- ``Annotated[int, Range(ge=1)]`` also bounds the value (:class:`Range`).
 - ``Any``, unannotated and unresolvable annotations accept anything. Any other class
   accepts its instances, or a mapping with ``_component_`` (a nested node the schema
   checks on its own).
+
+A ``_component_`` given as a dotted path must resolve to a class of the kind the node
+expects (:class:`Kind`: an ``Objective`` subclass, a map-style dataset); a recipe never
+names a function, a builtin or a standard-library module, so it cannot make tunevl run
+arbitrary code. Resolving imports the user's module; nothing is called.
 """
 
 from __future__ import annotations
@@ -43,6 +49,42 @@ COMPONENT_KEY = "_component_"
 _SEQUENCES = {list, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Iterable, cabc.Collection,
               cabc.Set, cabc.MutableSet}
 _MAPPINGS = {dict, cabc.Mapping, cabc.MutableMapping}
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a number, as ``Annotated`` metadata: ``Annotated[int, Range(ge=1)]``.
+
+    ``None`` (where the annotation allows it) is not checked against the bounds.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        for bound, op, ok in (("ge", ">=", lambda b: value >= b), ("gt", ">", lambda b: value > b),
+                              ("le", "<=", lambda b: value <= b), ("lt", "<", lambda b: value < b)):
+            limit = getattr(self, bound)
+            if limit is not None and not ok(limit):
+                return f"must be {op} {limit:g}, got {value!r}"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What a dotted ``_component_`` path must resolve to.
+
+    Args:
+        name: What the node is, for messages (``an Objective subclass``).
+        accepts: ``accepts(cls)`` for a class; only classes are ever considered.
+    """
+
+    name: str
+    accepts: Callable[[type], bool]
 
 
 class _Bad(NamedTuple):
@@ -112,6 +154,7 @@ def resolve_component(
     key: KeyPath | str = (),
     positions: Positions | None = None,
     file: str | None = None,
+    kind: Kind | None = None,
 ) -> Callable:
     """Returns the callable for a registered short name or a dotted import path.
 
@@ -122,10 +165,12 @@ def resolve_component(
         key: Path of the ``_component_`` value, for error locations.
         positions: Position map from the loader.
         file: Fallback file name.
+        kind: What a dotted path must resolve to: a class that ``kind.accepts``. A path into
+            the standard library or builtins is refused before anything is imported.
 
     Raises:
         RecipeError: Unknown name (listing the registered ones and the nearest match),
-            failed import, missing attribute, or a non-callable target.
+            failed import, missing attribute, or a target that is not a class of ``kind``.
     """
     path = as_path(key)
 
@@ -142,10 +187,22 @@ def resolve_component(
             f"unknown component '{name}'{did_you_mean(name, registry)} "
             f"(registered: {known}; or give a dotted import path like mypkg.MyClass)"
         )
+    top = name.split(".")[0]
+    if kind is not None and (top in sys.stdlib_module_names or top == "builtins"):
+        raise fail(f"'{name}' is in Python's standard library; {_expected(kind, registry)}")
     obj = _import_dotted(name, fail)
-    if not callable(obj):
+    if kind is not None:
+        if not inspect.isclass(obj) or not kind.accepts(obj):
+            what = "class" if inspect.isclass(obj) else type(obj).__name__
+            raise fail(f"'{name}' is a {what} that is not {kind.name}; {_expected(kind, registry)}")
+    elif not callable(obj):
         raise fail(f"'{name}' is a {type(obj).__name__}, not a callable")
     return obj
+
+
+def _expected(kind: Kind, registry: Mapping[str, Callable]) -> str:
+    known = ", ".join(sorted(registry)) or "none"
+    return f"give a registered name ({known}) or the dotted path of {kind.name} in your own module"
 
 
 def check_component(
@@ -157,8 +214,9 @@ def check_component(
     file: str | None = None,
     supplied: Iterable[str] = (),
     errors: list[RecipeError] | None = None,
+    kind: Kind | None = None,
 ) -> Callable | None:
-    """Resolves a ``{_component_: name, **kwargs}`` node and checks its arguments.
+    """Resolves a ``{_component_: name, **kwargs}`` node and checks its arguments (nothing is called).
 
     Returns:
         The resolved callable, or None when it could not be resolved (only possible
@@ -172,7 +230,7 @@ def check_component(
         if COMPONENT_KEY not in node:
             raise RecipeError.at(positions, path, f"missing '{COMPONENT_KEY}'", file=file)
         fn = resolve_component(node[COMPONENT_KEY], registry, key=path + (COMPONENT_KEY,), positions=positions,
-                               file=file)
+                               file=file, kind=kind)
     except RecipeError as e:
         if errors is None:
             raise
@@ -281,7 +339,7 @@ def _hints(fn: Callable, params: Mapping[str, inspect.Parameter]) -> dict[str, A
     hints: dict[str, Any] = {}
     for src in sources:  # later sources (the __init__) win
         try:
-            hints.update(typing.get_type_hints(src))
+            hints.update(typing.get_type_hints(src, include_extras=True))
         except Exception:  # noqa: BLE001 - any unresolvable name: fall back per parameter
             pass
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
@@ -320,7 +378,12 @@ def _value_problems(value: Any, tp: Any, path: KeyPath, deep: bool = False) -> l
         return _value_problems(value, tp.__supertype__, path, deep)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Annotated:
-        return _value_problems(value, args[0], path, deep)
+        bad = _value_problems(value, args[0], path, deep)
+        for meta in tp.__metadata__:
+            problem = meta.problem(value) if isinstance(meta, Range) and not bad else None
+            if problem:
+                bad.append(_Bad(path, problem, True))
+        return bad
     if origin in (typing.Union, types.UnionType):
         return _union_problems(value, tp, args, path, deep)
     if origin is typing.Literal:

@@ -17,12 +17,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunevl.config.check import check_call, check_component, resolve_component
-from tunevl.config.errors import RecipeError, RecipeProblems, nearest
+from tunevl.config.check import Kind, check_call, check_component, resolve_component
+from tunevl.config.errors import RecipeError, RecipeProblems, as_path, format_path, nearest
 from tunevl.config.overrides import apply_overrides
 from tunevl.config.yaml12 import dump_yaml, load_yaml
 
@@ -44,9 +46,10 @@ def _prompt_config_cls(kind: str):
 
 
 def _lora_config_cls():
-    from peft import LoraConfig
+    """``peft.LoraConfig``'s fields, read from peft's source: importing peft takes seconds (torch, transformers)."""
+    from tunevl.config.lazy_signature import dataclass_fields
 
-    return LoraConfig
+    return dataclass_fields("peft", "tuners/lora/config", "LoraConfig", (("config", "PeftConfigMixin"), ("config", "PeftConfig")))
 
 
 @dataclass
@@ -114,6 +117,11 @@ class Recipe:
         if not problems:  # the family checks resolve components the steps above vouch for
             attempt(self._check_family)
             attempt(self._check_deepspeed)
+        if not problems:  # the rules read values whose types are vouched for
+            from tunevl.config.rules import rules
+
+            for rule in rules():
+                attempt(rule, self)
         if problems:
             raise problems[0] if len(problems) == 1 else RecipeProblems(problems)
 
@@ -193,19 +201,21 @@ class Recipe:
 
     def _check_component(self, key: tuple, registry: dict):
         return check_component(self._node(key), registry, key=key, positions=self.positions, file=self.file,
-                               errors=getattr(self, "_errors", None))
+                               errors=getattr(self, "_errors", None), kind=_kind(key[0]))
 
     def _check_family(self) -> None:
         from tunevl.models import FAMILIES, detect_family
 
         model = self.tree["model"]
-        family = detect_family(model["name_or_path"], model.get("family"), model.get("revision"))
+        with self.building(("model", "name_or_path")):
+            family = detect_family(model["name_or_path"], model.get("family"), model.get("revision"))
+        self.family = family
         if family is None:
             return  # unknown offline; load_view reports it when the model is built
         if family not in FAMILIES:
             raise self.error(("model",), f"model family {family!r} is not supported yet (supported: {', '.join(sorted(FAMILIES))})")
         for i, node in enumerate(self.tree["objectives"]):
-            cls = resolve_component(node["_component_"], _objective_registry())
+            cls = resolve_component(node["_component_"], _objective_registry(), kind=_kind("objectives"))
             if getattr(cls, "families", None) and family not in cls.families:
                 raise self.error(("objectives", i, "_component_"), f"{node['_component_']!r} cannot train a {family} model (it serves: {', '.join(cls.families)})")
         from tunevl.adapters.prompts import PROMPT_FAMILIES
@@ -217,10 +227,7 @@ class Recipe:
         lora = self.tree.get("adapters", {}).get("lora") or {}
         targets = lora.get("target_modules")
         items = [targets] if isinstance(targets, str) else list(targets or [])
-        from tunevl.models import get_family
-
-        view = get_family(family)
-        presets = {**view.lora_presets, **getattr(view, "lora_modules_to_save_presets", {})}
+        presets = _preset_names(family)
         for item in items:
             # A bare word is a preset or a module name; one with '-' can only be a (misspelled) preset.
             looks_like_preset = isinstance(targets, str) and not any(c in item for c in "\\.*") or "-" in item
@@ -237,27 +244,47 @@ class Recipe:
 
         try:
             path, ds = read_deepspeed_config(value)
-        except (RecipeError, FileNotFoundError) as err:
-            raise self.error(("train", "deepspeed"), getattr(err, "message", str(err))) from None
+        except (RecipeError, FileNotFoundError):
+            return  # a missing file or preset, or bad JSON: reported by the rules (config/rules.py _deepspeed)
         problems = deepspeed_conflicts(ds, self.train_config(), world_size=None, bf16=None)
         if problems:
             raise self.error(("train", "deepspeed"), f"{path}: " + "; ".join(problems))
 
     # ---- building --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def building(self, key: tuple):
+        """Within the context, a ``ValueError`` is a bad value of the recipe node at ``key``: it is
+        re-raised as a :class:`RecipeError` located there (tunevl's own error types pass through)."""
+        from tunevl.errors import BundleError, DataError
+
+        try:
+            yield
+        except (RecipeError, DataError, BundleError):
+            raise
+        except ValueError as err:
+            message = " ".join(str(err).split())
+            named, sep, rest = message.partition(": ")  # a message that names a key inside the node
+            if sep and (named == format_path(key) or named.startswith(format_path(key) + ".")) and " " not in named:
+                key, message = as_path(named), rest
+            raise self.error(key, message) from err
+
     def model_config(self):
         from tunevl.models import ModelConfig
 
-        return ModelConfig(**self.tree["model"])
+        with self.building(("model",)):
+            return ModelConfig(**self.tree["model"])
 
     def train_config(self):
         from tunevl.train.config import TrainConfig
 
-        return TrainConfig(**(self.tree.get("train") or {}))
+        with self.building(("train",)):
+            return TrainConfig(**(self.tree.get("train") or {}))
 
     def eval_config(self):
         from tunevl.train.config import EvalConfig
 
-        return EvalConfig(**(self.tree.get("eval") or {}))
+        with self.building(("eval",)):
+            return EvalConfig(**(self.tree.get("eval") or {}))
 
     def soft_prompt(self) -> dict | None:
         node = (self.tree.get("adapters") or {}).get("soft_prompt")
@@ -268,16 +295,68 @@ class Recipe:
         return dict(node) if node is not None else None
 
     def build_objectives(self) -> list:
-        return [_instantiate(node, _objective_registry()) for node in self.tree["objectives"]]
+        out = []
+        for i, node in enumerate(self.tree["objectives"]):
+            with self.building(("objectives", i)):
+                out.append(self._instantiate(("objectives", i), _objective_registry()))
+        return out
 
     def build_dataset(self, split: str):
         node = (self.tree.get("data") or {}).get(split)
-        return None if node is None else _instantiate(node, _dataset_registry())
+        if node is None:
+            return None
+        with self.building(("data", split)):
+            return self._instantiate(("data", split), _dataset_registry())
+
+    def _instantiate(self, key: tuple, registry: dict):
+        """Build the ``_component_`` node at ``key``: only a registered name or a class of the node's kind."""
+        node = self._node(key)
+        fn = resolve_component(node["_component_"], registry, key=key + ("_component_",), positions=self.positions,
+                               file=self.file, kind=_kind(key[0]))
+        return fn(**{k: v for k, v in node.items() if k != "_component_"})
 
 
-def _instantiate(node: dict, registry: dict):
-    fn = resolve_component(node["_component_"], registry)
-    return fn(**{k: v for k, v in node.items() if k != "_component_"})
+def _preset_names(family: str) -> list[str]:
+    """LoRA preset names of a family (read from the view's source: importing it may import transformers)."""
+    from tunevl.config.lazy_signature import dict_keys
+    from tunevl.models import FAMILIES
+
+    module, cls = FAMILIES[family].split(":")
+    names = [dict_keys(module, cls, attr) for attr in ("lora_presets", "lora_modules_to_save_presets")]
+    if names[0] is None:
+        from tunevl.models import get_family
+
+        view = get_family(family)
+        return [*view.lora_presets, *getattr(view, "lora_modules_to_save_presets", {})]
+    return [*names[0], *(names[1] or [])]
+
+
+def is_dataset_class(cls: type) -> bool:
+    """A map-style dataset class (``__len__`` and ``__getitem__``) defined outside the standard library."""
+    def outside_stdlib(c: type) -> bool:
+        top = (c.__module__ or "").split(".")[0]
+        return top != "builtins" and top not in sys.stdlib_module_names
+
+    if not outside_stdlib(cls) or any(issubclass(cls, t) for t in (str, bytes, list, tuple, dict, set)):
+        return False
+    return all(any(attr in vars(c) for c in cls.__mro__ if outside_stdlib(c)) for attr in ("__len__", "__getitem__"))
+
+
+def _is_objective(cls: type) -> bool:
+    from tunevl.objectives.base import Objective
+
+    return issubclass(cls, Objective)
+
+
+#: What a dotted ``_component_`` path may name, per recipe section.
+KINDS = {
+    "objectives": Kind("an Objective subclass (tunevl.objectives.Objective)", _is_objective),
+    "data": Kind("a map-style dataset class (with __len__ and __getitem__)", is_dataset_class),
+}
+
+
+def _kind(section) -> Kind:
+    return KINDS[section]
 
 
 def _objective_registry() -> dict:

@@ -96,3 +96,34 @@ class SyntheticVQA:
         ]
         return {"messages": messages, "images": [image], "answer": answer, "candidates": self.candidates(qtype),
                 "question_type": qtype, "count": count, "index": index}
+
+
+def write_vqa(out_dir, dataset: SyntheticVQA):
+    """Write ``dataset`` in the LVLM JSONL layout the ``jsonl`` source reads; returns the JSONL path.
+
+    Layout::
+
+        out_dir/data.jsonl     {"messages": [...], "images": ["images/000000.png"], "answer", "candidates", "question_type"}
+        out_dir/images/*.png
+
+    Read it with ``{_component_: jsonl, path: out_dir/data.jsonl, columns: {answer: answer, candidates: candidates}}``
+    (the extra columns are what answer accuracy needs on an evaluation set).
+    """
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    jsonl = out / "data.jsonl"
+    with jsonl.open("w", encoding="utf-8") as f:
+        for i in range(len(dataset)):
+            rec = dataset[i]
+            paths = []
+            for k, image in enumerate(rec["images"]):
+                rel = f"images/{i:06d}{f'_{k}' if k else ''}.png"
+                image.save(out / rel, format="PNG")
+                paths.append(rel)
+            row = {"messages": rec["messages"], "images": paths, "answer": rec["answer"],
+                   "candidates": rec["candidates"], "question_type": rec["question_type"]}
+            f.write(json.dumps(row) + "\n")
+    return jsonl

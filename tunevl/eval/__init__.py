@@ -143,10 +143,12 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
 
 
 def format_table(metrics: dict[str, Any], title: str | None = None) -> str:
-    """A readable two-column table of metrics (percentages with one decimal, fractions with three, counts as integers)."""
-    digits = 1 if any("_R@" in k or k.startswith("zeroshot_") for k in metrics) else 3  # percentages vs fractions
-    rows = [(k, f"{v:.{digits}f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    """A readable two-column table of metrics (percentages with one decimal, fractions such as accuracies with
+    three, counts as integers)."""
+    from tunevl.train.report import is_percentage
+
+    rows = [(k, (f"{v:.1f}" if is_percentage(k) else f"{v:.3f}") if isinstance(v, float) else str(v))
+            for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not rows:
         return title or ""
     width = max(len(k) for k, _ in rows)

@@ -8,8 +8,12 @@ from tunevl.eval.sharding import batched_calls, gather_objects, share
 
 
 def with_answer(record: dict, answer: str) -> dict:
-    """The record with its last (assistant) turn replaced by ``answer``."""
-    messages = [*record["messages"][:-1], {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+    """The record with ``answer`` as its assistant turn: replacing a final assistant turn, or after a final
+    question (held-out questions need not carry their answer as a turn)."""
+    messages = list(record["messages"])
+    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+        messages = messages[:-1]
+    messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return {**record, "messages": messages}
 
 
@@ -17,9 +21,9 @@ def with_answer(record: dict, answer: str) -> dict:
 def answer_accuracy(view, records, chunk_size: int = 1024) -> dict[str, float]:
     """Share of records whose ``answer`` has the highest summed log-prob among their ``candidates``.
 
-    Records are conversations ending with the assistant's answer and carrying ``answer`` and
-    ``candidates``; scores come from :func:`tunevl.losses.sequence_logps` through the view. Under several
-    processes each rank scores its share of the records (see :mod:`tunevl.eval.sharding`).
+    Records are conversations (ending with the question, or with the assistant's answer) carrying
+    ``answer`` and ``candidates``; scores come from :func:`tunevl.losses.sequence_logps` through the view. Under
+    several processes each rank scores its share of the records (see :mod:`tunevl.eval.sharding`).
     Returns ``{"accuracy": ..., "accuracy/<question_type>": ..., "n": ...}``.
     """
     was_training = view.model.training
@@ -30,6 +34,7 @@ def answer_accuracy(view, records, chunk_size: int = 1024) -> dict[str, float]:
     try:
         for call in batched_calls(indices, size, 1):  # one record (its candidates) per forward, equal counts per rank
             r = records[call[0]]
+            _check_question(records, call[0], r)
             batch = view.collate([with_answer(r, c) for c in r["candidates"]], {"messages"})
             batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             scores = view.sequence_logps(batch, chunk_size=chunk_size)
@@ -45,6 +50,18 @@ def answer_accuracy(view, records, chunk_size: int = 1024) -> dict[str, float]:
     out = {"accuracy": sum(flat) / max(len(flat), 1), "n": len(flat)}
     out.update({f"accuracy/{k}": sum(v) / len(v) for k, v in hits.items()})
     return out
+
+
+def _check_question(records, i: int, record: dict) -> None:
+    from tunevl.errors import DataError
+
+    where = records.location(i) if hasattr(records, "location") else f"record {i}"
+    candidates, answer = record.get("candidates"), record.get("answer")
+    if not isinstance(candidates, list) or not candidates or answer is None or not record.get("messages"):
+        raise DataError(f"{where}: answer accuracy needs 'messages', 'answer' and a list of 'candidates' in each record "
+                        "(for JSONL columns: data.eval.columns: {answer: answer, candidates: candidates})")
+    if answer not in candidates:
+        raise DataError(f"{where}: answer {answer!r} is not among the candidates {candidates}")
 
 
 def generation_accuracy(generator, records, **generation_kwargs) -> float:

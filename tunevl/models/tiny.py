@@ -21,15 +21,10 @@ import importlib
 import json
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import (
-    CLIPConfig,
-    CLIPImageProcessorPil,
-    CLIPModel,
-    CLIPProcessor,
-    PreTrainedTokenizerFast,
-)
+if TYPE_CHECKING:  # imported where used: resolve_builtin (tunevl validate) must stay light
+    from transformers import CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -98,6 +93,7 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     the right with ``<|pad|>`` and truncates to 77 tokens keeping the eos.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
@@ -140,6 +136,9 @@ def build_tiny_clip(seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
         ``(model, processor)``: a float32 ``CLIPModel`` in eval mode and a
         ``CLIPProcessor`` (``CLIPImageProcessorPil`` + fast BPE tokenizer).
     """
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
     s = TINY_CLIP_SPEC
     tokenizer = build_tiny_tokenizer()
     tower = {k: s[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")}

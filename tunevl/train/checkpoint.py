@@ -53,14 +53,16 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 
 def resolve_resume(value: str, output_dir: str | Path) -> Path:
     """``latest`` -> newest checkpoint in ``output_dir``; otherwise the folder given."""
+    from tunevl.errors import TrainingError
+
     if value == "latest":
         ckpts = list_checkpoints(output_dir)
         if not ckpts:
-            raise FileNotFoundError(f"train.resume_from_checkpoint=latest: no checkpoint-* folder in {output_dir}")
+            raise TrainingError(f"train.resume_from_checkpoint=latest: no checkpoint-* folder in {output_dir}")
         return ckpts[-1]
     path = Path(value)
     if not (path / STATE_DIR / "trainer_state.json").is_file():
-        raise FileNotFoundError(f"train.resume_from_checkpoint: {path} is not a tunevl checkpoint (no {STATE_DIR}/trainer_state.json)")
+        raise TrainingError(f"train.resume_from_checkpoint: {path} is not a tunevl checkpoint (no {STATE_DIR}/trainer_state.json)")
     return path
 
 
@@ -81,18 +83,32 @@ def save_torch_state(state_dir: Path, engine, trainable: dict[str, torch.Tensor]
 
 
 def load_torch_state(state_dir: Path, engine) -> None:
-    from safetensors.torch import load_file
+    from tunevl.adapters.bundle import read_safetensors
+    from tunevl.errors import TrainingError
 
-    tensors = load_file(state_dir / "trainable.safetensors")
+    tensors = read_safetensors(state_dir / "trainable.safetensors", TrainingError)
     missing = [n for n, p in engine.module.named_parameters() if p.requires_grad and n not in tensors]
     if missing:
-        raise ValueError(f"{state_dir}: checkpoint lacks trainable tensors {missing[:3]}...; was the recipe changed?")
+        raise TrainingError(f"{state_dir}: checkpoint lacks trainable tensors {missing[:3]}...; was the recipe changed?")
     params = dict(engine.module.named_parameters())
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
-    engine.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
-    engine.scheduler.load_state_dict(torch.load(state_dir / "scheduler.pt", weights_only=True))
+    engine.optimizer.load_state_dict(load_torch_file(state_dir / "optimizer.pt"))
+    engine.scheduler.load_state_dict(load_torch_file(state_dir / "scheduler.pt"))
+
+
+def load_torch_file(path: Path):
+    """``torch.load(weights_only=True)``; a truncated or corrupt file is a one-line error naming it."""
+    import pickle
+
+    from tunevl.errors import TrainingError
+
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise TrainingError(f"{path}: corrupt or truncated ({reason}); resume from an earlier checkpoint") from None
 
 
 def write_trainer_state(state_dir: Path, state: dict) -> None:
@@ -100,4 +116,10 @@ def write_trainer_state(state_dir: Path, state: dict) -> None:
 
 
 def read_trainer_state(ckpt: Path) -> dict:
-    return json.loads((ckpt / STATE_DIR / "trainer_state.json").read_text())
+    from tunevl.adapters.bundle import read_json_file
+    from tunevl.errors import TrainingError
+
+    state = read_json_file(ckpt / STATE_DIR / "trainer_state.json", TrainingError)
+    if not isinstance(state, dict) or "step" not in state:
+        raise TrainingError(f"{ckpt / STATE_DIR / 'trainer_state.json'}: not a tunevl trainer state (no 'step')")
+    return state

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from tunevl.config.check import Range
+
+#: ``train.report_to`` values: where the loss and metrics go besides metrics.json.
+ReportTo = Literal["none", "tensorboard", "wandb"]
+Positive = Annotated[int, Range(ge=1)]
+NonNegative = Annotated[int, Range(ge=0)]
 
 
 @dataclass
@@ -11,7 +18,11 @@ class TrainConfig:
     """Training settings.
 
     Args:
-        output_dir: Where the bundle, checkpoints, logs, metrics and the loss curve go.
+        output_dir: Where the bundle, checkpoints, logs, metrics and the loss curve go. A folder that
+            holds another run's bundle or checkpoints is refused unless ``overwrite_output_dir``
+            is set or the run resumes from a checkpoint.
+        overwrite_output_dir: Train into an ``output_dir`` that holds another run (its checkpoints
+            are removed at the start; its bundle is replaced when the new one is complete).
         learning_rate: Peak learning rate.
         optim: ``adamw_torch`` (AdamW) or ``sgd`` (SGD with ``sgd_momentum``, as CoOp trains).
         weight_decay: Weight decay (decoupled for AdamW, L2 for SGD; not applied to biases, norms or
@@ -27,7 +38,8 @@ class TrainConfig:
         gradient_accumulation_steps: Micro-batches per optimizer step.
         num_train_epochs: Passes over the training data (ignored when ``max_steps > 0``).
         max_steps: Optimizer steps to run; -1 derives them from ``num_train_epochs``.
-        lr_scheduler_type: Any ``transformers.get_scheduler`` name (``cosine``, ``linear``, ``constant_with_warmup``...).
+        lr_scheduler_type: A ``transformers.get_scheduler`` name (``cosine``, ``linear``, ``constant_with_warmup``...);
+            ``tunevl validate`` checks it against transformers' ``SchedulerType``.
         warmup_ratio: Fraction of steps spent warming up (used when ``warmup_steps`` is 0).
         warmup_steps: Warm-up steps.
         bf16: Train in bfloat16 autocast. None picks bf16 on GPUs that support it, fp32 on CPU.
@@ -48,44 +60,48 @@ class TrainConfig:
     """
 
     output_dir: str = "runs/tunevl"
-    learning_rate: float = 1e-4
+    overwrite_output_dir: bool = False
+    learning_rate: Annotated[float, Range(gt=0)] = 1e-4
     optim: Literal["adamw_torch", "sgd"] = "adamw_torch"
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    sgd_momentum: float = 0.9
-    max_grad_norm: float = 1.0
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
+    weight_decay: Annotated[float, Range(ge=0)] = 0.0
+    adam_beta1: Annotated[float, Range(ge=0, lt=1)] = 0.9
+    adam_beta2: Annotated[float, Range(ge=0, lt=1)] = 0.999
+    adam_epsilon: Annotated[float, Range(gt=0)] = 1e-8
+    sgd_momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
+    max_grad_norm: Annotated[float, Range(ge=0)] = 1.0
+    per_device_train_batch_size: Positive = 32
+    per_device_eval_batch_size: Positive = 64
+    gradient_accumulation_steps: Positive = 1
+    num_train_epochs: Annotated[float, Range(ge=0)] = 1.0
+    max_steps: Annotated[int, Range(ge=-1)] = -1
     lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.0
-    warmup_steps: int = 0
+    warmup_ratio: Annotated[float, Range(ge=0, le=1)] = 0.0
+    warmup_steps: NonNegative = 0
     bf16: bool | None = None
     deepspeed: str | None = None
     gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 0
-    save_total_limit: int | None = 2
+    logging_steps: Positive = 10
+    save_steps: NonNegative = 0
+    save_total_limit: NonNegative | None = 2
     eval_at_start: bool = True
-    eval_steps: int = 0
+    eval_steps: NonNegative = 0
     seed: int = 42
-    report_to: str | list[str] = "none"
+    report_to: ReportTo | list[ReportTo] = "none"
     run_name: str | None = None
     resume_from_checkpoint: str | None = None
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: NonNegative = 0
     progress_bar: bool = True
 
     def __post_init__(self):
+        # tunevl validate reports these with file:line (the annotations' Range); this guards direct use.
         if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
         if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
         if self.eval_steps < 0:
             raise ValueError("eval_steps must be >= 0 (0: evaluate only at the start and the end)")
+        if self.max_grad_norm < 0:
+            raise ValueError("max_grad_norm must be >= 0 (0 turns clipping off)")
 
     @property
     def loggers(self) -> list[str]:
@@ -119,13 +135,13 @@ class EvalConfig:
     """
 
     retrieval: bool = True
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    ks: list[Positive] = field(default_factory=lambda: [1, 5, 10])
     dedupe_captions: bool | None = None
     zeroshot: bool = True
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
-    zeroshot_ks: list[int] = field(default_factory=lambda: [1, 5])
+    zeroshot_ks: list[Positive] = field(default_factory=lambda: [1, 5])
     base_to_new: bool = False
-    max_samples: int | None = None
+    max_samples: Positive | None = None
 
     def __post_init__(self):
         from tunevl.eval.zeroshot import check_templates

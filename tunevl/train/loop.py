@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from tunevl.adapters.bundle import git_sha, save_bundle, versions
-from tunevl.adapters.card import make_card
 from tunevl.adapters.lora import apply_lora, is_adapter_key
 from tunevl.adapters.prompts import apply_prompt_adapters
 from tunevl.adapters.soft_prompt import apply_soft_prompt
@@ -28,14 +27,15 @@ from tunevl.data.fewshot import describe_training_data
 from tunevl.data.preflight import build_dataset, check_lengths
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.config.errors import RecipeError
-from tunevl.errors import TrainingError
+from tunevl.errors import TrainingError, context
 from tunevl.eval import evaluate
 from tunevl.models import load_view, resolve_dtype
 from tunevl.objectives.reference import prepare_reference_logps
 from tunevl.train import checkpoint as ckpt
-from tunevl.train import distributed
+from tunevl.train import distributed, rundir
 from tunevl.train.deepspeed_config import resolve_deepspeed_config
 from tunevl.train.engine import DeepSpeedEngine, TorchEngine, TrainModule, partitioned_loading
+from tunevl.train.report import plot_run
 
 log = logging.getLogger("tunevl")
 
@@ -47,21 +47,26 @@ def set_seed(seed: int) -> None:
 
 
 def build_view(recipe, torch_dtype=None, seed: int | None = None):
-    """Load the model named by the recipe and inject its adapters (initialised from ``seed`` when given,
-    whatever the loading drew from the RNG: ZeRO-3's partitioned loading draws differently)."""
-    view = load_view(recipe.model_config(), torch_dtype=torch_dtype)
+    """Load the model named by the recipe and inject its adapters (bad values: one-line recipe errors), initialised
+    from ``seed`` when given, whatever the loading drew from the RNG (ZeRO-3's partitioned loading draws differently)."""
+    config = recipe.model_config()
+    with recipe.building(("model",)), context(f"model.name_or_path {config.name_or_path!r}"):
+        view = load_view(config, torch_dtype=torch_dtype)
     if seed is not None:
         set_seed(seed)
     lora = recipe.lora()
     if lora is not None:
-        apply_lora(view, lora)
+        with recipe.building(("adapters", "lora")):
+            apply_lora(view, lora)
     soft_prompt = recipe.soft_prompt()
     if soft_prompt is not None:
-        apply_soft_prompt(view, soft_prompt)
-    apply_prompt_adapters(view, recipe.tree.get("adapters"))
+        with recipe.building(("adapters", "soft_prompt")):
+            apply_soft_prompt(view, soft_prompt)
+    with recipe.building(("adapters",)):
+        apply_prompt_adapters(view, recipe.tree.get("adapters"))
     trainable = [p for p in view.model.parameters() if p.requires_grad]
     if not trainable:
-        raise ValueError("nothing to train: the recipe has no adapters and no extra trainables")
+        raise recipe.error(("adapters",), "nothing to train: the recipe has no adapters and no extra trainables")
     for p in trainable:  # trainables stay fp32 (optimizer master copy) over a bf16 frozen base
         p.data = p.data.float()
     return view
@@ -161,6 +166,7 @@ def train(recipe) -> dict:
 def run(recipe) -> tuple[dict, TrainModule]:
     """Like :func:`train`, also returning the trained module (for tests and notebooks)."""
     cfg = recipe.train_config()
+    out = rundir.prepare_output_dir(cfg)  # before any rank can write: another run's files are never mixed in
     dist = distributed.setup(use_deepspeed=cfg.deepspeed is not None)
     bf16 = cfg.bf16 if cfg.bf16 is not None else (dist.device.type == "cuda" and torch.cuda.is_bf16_supported())
     # Read and checked against the recipe before anything is loaded: a conflict is a one-line error.
@@ -169,12 +175,11 @@ def run(recipe) -> tuple[dict, TrainModule]:
     except (RecipeError, FileNotFoundError) as err:
         raise recipe.error(("train", "deepspeed"), getattr(err, "message", str(err))) from None
     with partitioned_loading(ds_config):  # ZeRO-3: from_pretrained builds the base partitioned (zero.Init)
-        return _run(recipe, cfg, dist, bf16, ds_config)
+        return _run(recipe, cfg, dist, bf16, ds_config, out)
 
 
-def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, TrainModule]:
+def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None, out: Path) -> tuple[dict, TrainModule]:
     eval_cfg = recipe.eval_config()
-    out = Path(cfg.output_dir)
     set_seed(cfg.seed)
 
     view = build_view(recipe, torch_dtype=resolve_dtype(recipe.model_config().dtype, bf16), seed=cfg.seed)
@@ -184,7 +189,8 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
     if cfg.gradient_checkpointing:
         _enable_checkpointing(view.base_model)
     objectives = recipe.build_objectives()
-    train_ds, eval_ds = build_dataset(recipe, "train", objectives), build_dataset(recipe, "eval")
+    train_ds = build_dataset(recipe, "train", objectives, view=view)
+    eval_ds = build_dataset(recipe, "eval", view=view)
     for objective in objectives:  # before the trainables are collected: it may add some (class-specific prompts)
         objective.setup(view, train_ds)
     view.train_data_info = describe_training_data(train_ds)  # recorded in the bundle (few-shot selection)
@@ -200,6 +206,8 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
         len(train_ds), cfg.per_device_train_batch_size, dist.world_size, dist.rank, cfg.seed, cfg.gradient_accumulation_steps
     )
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * stream.steps_per_epoch)
+    module.run_signature = rundir.run_signature(module, total_steps, len(train_ds))  # recorded in checkpoints
+    rundir.check_resume(cfg, recipe, module.run_signature, dist.world_size)  # before a checkpoint is loaded
     if ds_config is not None:
         engine = DeepSpeedEngine(module, cfg, dist, total_steps, bf16, ds_config)
     else:
@@ -224,9 +232,6 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
         window = state.get("window", [])  # losses since the last logged step: the history continues as if uninterrupted
         if dist.is_main:
             log.info("resumed from %s at step %d", resume_dir, step)
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(recipe.to_yaml())
     if do_eval and cfg.eval_at_start and "base" not in metrics:
         metrics["base"] = _evaluate()
 
@@ -268,9 +273,10 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
     elapsed = time.time() - started
 
     trainable = engine.trainable_state()
-    if dist.is_main:
+    if dist.is_main:  # the bundle first (whole, or the previous one stays): an evaluation error loses nothing
         lora, extras = _split_state(module, trainable)
-        save_bundle(out, view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(), model_config=recipe.model_config())
+        rundir.publish(out, partial(save_bundle, view=view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(),
+                                    model_config=recipe.model_config(), location=out), replace_bundle=True)
     if do_eval:
         metrics["trained"] = _evaluate()
     metrics["train"] = {"steps": step, "seconds_this_run": round(elapsed, 2), "final_loss": history[-1]["loss"] if history else None}
@@ -279,9 +285,7 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
         "bf16": bf16, "zero3_partitioned": getattr(engine, "partitioned", None), "zero3_loaded_partitioned": loaded_partitioned,
     }
     if dist.is_main:
-        (out / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
-        (out / "README.md").write_text(make_card(out, recipe.to_yaml(), metrics))
-        _plot_loss(history, out / "loss_curve.png")
+        rundir.publish(out, partial(_write_results, out=out, recipe=recipe, metrics=metrics, history=history))
         if cfg.save_steps:
             ckpt.prune(out, cfg.save_total_limit)
     loggers.close()
@@ -333,7 +337,7 @@ def _save_checkpoint(path: Path, recipe, module, engine, dist, step, history, me
         lora, extras = _split_state(module, trainable)
         save_bundle(tmp, module.view, lora_state=lora, extras=extras, recipe_yaml=recipe.to_yaml(), model_config=recipe.model_config())
         ckpt.write_trainer_state(state_dir, {"step": step, "history": history, "window": list(window), "metrics": metrics,
-                                             "world_size": dist.world_size})
+                                             "world_size": dist.world_size, "run": getattr(module, "run_signature", None)})
     distributed.barrier()
     if dist.is_main:
         shutil.rmtree(path, ignore_errors=True)
@@ -352,23 +356,14 @@ def _load_checkpoint(path: Path, engine, dist) -> dict:
         engine.engine.load_checkpoint(str(state_dir / "deepspeed"), tag="state", load_module_strict=False)
     else:
         ckpt.load_torch_state(state_dir, engine)
-    state["rng"] = torch.load(state_dir / f"rng_rank{dist.rank}.pt", weights_only=True)
+    state["rng"] = ckpt.load_torch_file(state_dir / f"rng_rank{dist.rank}.pt")
     return state
 
 
-def _plot_loss(history: list[dict], path: Path) -> None:
-    if not history:
-        return
-    import matplotlib
+def _write_results(folder: Path, out: Path, recipe, metrics: dict, history: list[dict]) -> None:
+    """metrics.json, the model card with the results, and the loss curve, written into ``folder``."""
+    from tunevl.adapters.card import make_card
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
+    (folder / "README.md").write_text(make_card(out, recipe.to_yaml(), metrics))
+    plot_run(history, metrics, folder / "loss_curve.png")

@@ -54,11 +54,14 @@ def detect_source(path: str) -> str:
     if ending in ("jsonl", "csv", "tsv", "parquet"):
         return {"tsv": "csv"}.get(ending, ending)
     if ending == "json":
-        with open(full, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except ValueError as err:
-                raise DataError(f"{full}: invalid JSON: {err}") from None
+        from tunevl.data.sources.base import read_text
+
+        try:
+            data = json.loads(read_text(full))
+        except ValueError as err:
+            if isinstance(err, DataError):
+                raise
+            raise DataError(f"{full}: invalid JSON: {err}") from None
         if isinstance(data, list):
             return "jsonl"
         if isinstance(data, dict) and "annotations" in data:

@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from tunevl.config.errors import did_you_mean
+from tunevl.data.conversations import from_sharegpt, is_sharegpt
 from tunevl.data.images import ImageRef
 from tunevl.errors import DataError
 
@@ -50,12 +51,19 @@ class Source:
         classnames: Class names indexed by ``label``, or None.
         max_bad_images: Records with unreadable images that pre-flight may drop (with a
             warning) instead of stopping; see :func:`tunevl.data.preflight.preflight`.
+        eval_split: Hold out this share (a float in (0, 1)) or number (an int) of the records
+            for evaluation; :func:`tunevl.data.preflight.build_dataset` trains on the rest and,
+            when the recipe has no ``data.eval``, evaluates on them. None holds out nothing.
+        eval_split_seed: Seed of the held-out choice (the same seed holds out the same records).
     """
 
     classnames: list[str] | None = None
     columns: dict[str, str]
+    eval_split: float | int | None = None
+    eval_split_seed: int = 0
 
-    def __init__(self, file: str, image_root: str | None, max_bad_images: int = 0, *, default_root: str | None = None):
+    def __init__(self, file: str, image_root: str | None, max_bad_images: int = 0, *, default_root: str | None = None,
+                 eval_split: float | int | None = None, eval_split_seed: int = 0):
         self.file = _absolute(file)
         if not os.path.exists(self.file):
             raise DataError(f"no such file or folder: {self.file}", arg="path")
@@ -67,7 +75,10 @@ class Source:
             self.image_root = default_root or os.path.dirname(self.file)
         if max_bad_images < 0:
             raise DataError(f"must be >= 0, got {max_bad_images}", arg="max_bad_images")
+        if eval_split is not None and not (0 < eval_split < 1 if isinstance(eval_split, float) else eval_split >= 1):
+            raise DataError(f"a share in (0, 1) or a number of records >= 1, got {eval_split!r}", arg="eval_split")
         self.max_bad_images = max_bad_images
+        self.eval_split, self.eval_split_seed = eval_split, eval_split_seed
         self.columns = {}
         self._fields: frozenset[str] | None = None
 
@@ -90,9 +101,16 @@ class Source:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"record {i} out of range for {n} records")
-        rec = self._record(i)
+        rec = self.record_fields(i)
         self._wrap_images(rec, i)
         rec["index"] = i
+        return rec
+
+    def record_fields(self, i: int) -> dict[str, Any]:
+        """Record ``i`` as read (images not yet wrapped, no ``index``), conversations in the chat format."""
+        rec = self._record(i)
+        if is_sharegpt(rec.get("messages")):
+            rec["messages"] = from_sharegpt(rec["messages"], f"{self.location(i)}: {self.column('messages')}")
         return rec
 
     def location(self, i: int) -> str:
@@ -213,6 +231,8 @@ def map_columns(available: Sequence[str], columns: dict[str, str | None] | None,
     is an error (except in data without any column, which pre-flight reports as empty).
     """
     mapping = {c: c for c in available if c in RECORD_FIELDS and c != "index"}
+    if "messages" not in mapping and "conversations" in available:
+        mapping["messages"] = "conversations"  # LLaVA's ShareGPT layout (converted when read)
     for field, column in (columns or {}).items():
         if field == "index":
             raise DataError("index is the record's position, set by tunevl; it cannot be mapped", arg="columns.index")
@@ -225,6 +245,18 @@ def map_columns(available: Sequence[str], columns: dict[str, str | None] | None,
                             f"(columns: {shown or 'none'})", arg=f"columns.{field}")
         mapping[field] = column
     return mapping
+
+
+def read_text(file: str) -> str:
+    """A text file decoded as UTF-8 (a leading byte-order mark is dropped); other encodings are a
+    :class:`DataError` naming the line."""
+    with open(file, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{file}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the file as UTF-8") from None
 
 
 def parse_list_cell(value: Any) -> Any:
@@ -259,8 +291,7 @@ def read_classnames(classnames: list[str] | str | None) -> list[str] | None:
     path = _absolute(classnames)
     if not os.path.isfile(path):
         raise DataError(f"no such file: {path}", arg="classnames")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_text(path)
     if path.endswith(".json"):
         try:
             data = json.loads(text)

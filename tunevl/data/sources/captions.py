@@ -23,10 +23,13 @@ Mode = Literal["pairs", "images"]
 
 def read_json(file: str) -> Any:
     """The parsed JSON file, or a :class:`DataError` naming it."""
+    from tunevl.data.sources.base import read_text
+
     try:
-        with open(file, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(read_text(file))
     except ValueError as err:
+        if isinstance(err, DataError):
+            raise
         raise DataError(f"{file}: invalid JSON: {err}") from None
 
 

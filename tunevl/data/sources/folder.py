@@ -59,12 +59,16 @@ class ImageFolder(_ClassSource):
         text_template: Also give each record ``text = text_template.format(classname)``,
             e.g. ``"a photo of a {}."``, so a contrastive objective can train on the folder.
         max_bad_images: Records with missing or unreadable images that pre-flight may drop.
+        eval_split: Hold out this share (float in (0, 1)) or number (int) of records for evaluation
+            (used when the recipe has no ``data.eval``); training uses the rest.
+        eval_split_seed: Seed of the held-out choice.
     """
 
     def __init__(self, path: str, classnames: dict[str, str] | None = None, text_template: str | None = None,
-                 max_bad_images: int = 0):
+                 max_bad_images: int = 0, eval_split: float | int | None = None, eval_split_seed: int = 0):
         root = os.path.abspath(os.path.expanduser(path))
-        super().__init__(path, None, max_bad_images, default_root=root)
+        super().__init__(path, None, max_bad_images, default_root=root, eval_split=eval_split,
+                         eval_split_seed=eval_split_seed)
         if not os.path.isdir(self.file):
             raise DataError(f"not a folder: {self.file}", arg="path")
         _check_template(text_template)

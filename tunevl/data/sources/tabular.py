@@ -7,6 +7,7 @@ Each maps the data's columns to record fields: a column named like a field is us
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from typing import Any
@@ -20,12 +21,15 @@ from tunevl.data.sources.base import (
     map_columns,
     parse_list_cell,
     read_classnames,
+    read_text,
 )
 from tunevl.errors import DataError
 
 
 class _RowSource(Source):
     """Records held in memory as mapped field dicts, checked when the file is read."""
+
+    records_in_memory = True  # pre-flight checks every record, not a sample
 
     def _load(self, rows: list[dict], lines: list[int] | None, columns, classnames, header=(), text_cells=False) -> None:
         self._lines = lines
@@ -84,17 +88,21 @@ class JsonlSource(_RowSource):
         classnames: Class names indexed by ``label`` (a list or a file); string labels
             define them when omitted.
         max_bad_images: Records with missing or unreadable images that pre-flight may drop.
+        eval_split: Hold out this share (float in (0, 1)) or number (int) of records for evaluation
+            (used when the recipe has no ``data.eval``); training uses the rest.
+        eval_split_seed: Seed of the held-out choice.
     """
 
     def __init__(self, path: str, columns: dict[str, str | None] | None = None, image_root: str | None = None,
-                 classnames: list[str] | str | None = None, max_bad_images: int = 0):
-        super().__init__(path, image_root, max_bad_images)
+                 classnames: list[str] | str | None = None, max_bad_images: int = 0,
+                 eval_split: float | int | None = None, eval_split_seed: int = 0):
+        super().__init__(path, image_root, max_bad_images, eval_split=eval_split, eval_split_seed=eval_split_seed)
         rows, lines = _read_json_rows(self.file)
         self._load(rows, lines, columns, classnames)
 
 
 def _read_json_rows(file: str) -> tuple[list[dict], list[int] | None]:
-    with open(file, encoding="utf-8") as f:
+    with io.StringIO(read_text(file)) as f:
         head = f.read(4096).lstrip()
         f.seek(0)
         if head.startswith("["):
@@ -135,14 +143,18 @@ class CsvSource(_RowSource):
         classnames: Class names indexed by ``label`` (a list or a file).
         delimiter: Cell separator; default tab for ``.tsv`` files, comma otherwise.
         max_bad_images: Records with missing or unreadable images that pre-flight may drop.
+        eval_split: Hold out this share (float in (0, 1)) or number (int) of records for evaluation
+            (used when the recipe has no ``data.eval``); training uses the rest.
+        eval_split_seed: Seed of the held-out choice.
     """
 
     def __init__(self, path: str, columns: dict[str, str | None] | None = None, image_root: str | None = None,
-                 classnames: list[str] | str | None = None, delimiter: str | None = None, max_bad_images: int = 0):
-        super().__init__(path, image_root, max_bad_images)
+                 classnames: list[str] | str | None = None, delimiter: str | None = None, max_bad_images: int = 0,
+                 eval_split: float | int | None = None, eval_split_seed: int = 0):
+        super().__init__(path, image_root, max_bad_images, eval_split=eval_split, eval_split_seed=eval_split_seed)
         delimiter = delimiter or ("\t" if self.file.endswith(".tsv") else ",")
         rows, lines = [], []
-        with open(self.file, encoding="utf-8", newline="") as f:
+        with io.StringIO(read_text(self.file), newline="") as f:  # a byte-order mark in the header is dropped
             reader = csv.DictReader(f, delimiter=delimiter)
             start = 2
             try:
@@ -255,14 +267,19 @@ class ParquetSource(_ArrowSource):
         image_root: Folder for relative image paths (default: the file's folder, or the folder itself).
         classnames: Class names indexed by ``label`` (a list or a file).
         max_bad_images: Records with missing or unreadable images that pre-flight may drop.
+        eval_split: Hold out this share (float in (0, 1)) or number (int) of records for evaluation
+            (used when the recipe has no ``data.eval``); training uses the rest.
+        eval_split_seed: Seed of the held-out choice.
     """
 
     def __init__(self, path: str, columns: dict[str, str | None] | None = None, image_root: str | None = None,
-                 classnames: list[str] | str | None = None, max_bad_images: int = 0):
+                 classnames: list[str] | str | None = None, max_bad_images: int = 0,
+                 eval_split: float | int | None = None, eval_split_seed: int = 0):
         import pyarrow.parquet as pq
 
         file = os.path.abspath(os.path.expanduser(path))
-        super().__init__(path, image_root, max_bad_images, default_root=file if os.path.isdir(file) else None)
+        super().__init__(path, image_root, max_bad_images, default_root=file if os.path.isdir(file) else None,
+                         eval_split=eval_split, eval_split_seed=eval_split_seed)
         try:
             table = pq.read_table(self.file, memory_map=True)
         except (OSError, ValueError) as err:
@@ -280,14 +297,19 @@ class SavedDataset(_ArrowSource):
         image_root: Folder for relative image paths (default: the dataset folder).
         classnames: Class names indexed by ``label``; a ``ClassLabel`` feature supplies them otherwise.
         max_bad_images: Records with missing or unreadable images that pre-flight may drop.
+        eval_split: Hold out this share (float in (0, 1)) or number (int) of records for evaluation
+            (used when the recipe has no ``data.eval``); training uses the rest.
+        eval_split_seed: Seed of the held-out choice.
     """
 
     def __init__(self, path: str, split: str | None = None, columns: dict[str, str | None] | None = None,
-                 image_root: str | None = None, classnames: list[str] | str | None = None, max_bad_images: int = 0):
+                 image_root: str | None = None, classnames: list[str] | str | None = None, max_bad_images: int = 0,
+                 eval_split: float | int | None = None, eval_split_seed: int = 0):
         import datasets
 
         file = os.path.abspath(os.path.expanduser(path))
-        super().__init__(path, image_root, max_bad_images, default_root=file)
+        super().__init__(path, image_root, max_bad_images, default_root=file, eval_split=eval_split,
+                         eval_split_seed=eval_split_seed)
         try:
             ds = datasets.load_from_disk(self.file)
         except (FileNotFoundError, ValueError, OSError) as err:
