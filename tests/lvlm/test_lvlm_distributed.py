@@ -15,7 +15,7 @@ import pytest
 import tunevl
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.data.synthetic_vqa import SyntheticVQA
-from tunevl.models.tiny_lvlm import ensure_tiny
+from tunevl.models.tiny import ensure_tiny
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 PRESETS = Path(tunevl.__file__).parent / "recipes" / "deepspeed"

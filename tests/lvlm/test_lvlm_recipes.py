@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import tunevl
 from tunevl.data.synthetic_vqa import SyntheticVQA
-from tunevl.inference_lvlm import Generator
+from tunevl.inference import Generator
 from tunevl.models import ModelConfig, load_view
 
 RECIPES = {

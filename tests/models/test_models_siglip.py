@@ -15,7 +15,7 @@ from tunevl.data.synthetic import SyntheticShapes
 from tunevl.losses import sigmoid_loss
 from tunevl.models import FAMILIES, ModelConfig, detect_family, get_family, load_view
 from tunevl.models.siglip import SiglipView
-from tunevl.models.tiny_siglip import (
+from tunevl.models.tiny.siglip import (
     INIT_LOGIT_BIAS,
     INIT_LOGIT_SCALE,
     TINY_SIGLIP_SPEC,

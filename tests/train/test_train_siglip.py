@@ -19,7 +19,7 @@ from tunevl.adapters.lora import apply_lora
 from tunevl.data.synthetic import SyntheticShapes
 from tunevl.losses import info_nce, sigmoid_loss
 from tunevl.models import ModelConfig, load_view
-from tunevl.models.tiny_siglip import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, ensure_tiny_siglip
+from tunevl.models.tiny.siglip import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, ensure_tiny_siglip
 from tunevl.objectives import OBJECTIVES, Contrastive, Sigmoid
 from tunevl.train.loop import run
 

@@ -42,7 +42,7 @@ class DualEncoderView:
     @staticmethod
     def inference_class():
         """What ``tunevl.load`` returns for bundles of this family."""
-        from tunevl.inference import DualEncoder
+        from tunevl.inference.dual_encoder import DualEncoder
 
         return DualEncoder
 

@@ -49,6 +49,20 @@ def normalise_messages(messages: list[dict], n_images: int) -> list[dict]:
     return out
 
 
+class SoftPrompt(nn.Module):
+    """``[num_tokens, hidden]`` learned embeddings; calling the module returns them."""
+
+    def __init__(self, num_tokens: int, hidden_size: int, position: str = "after_image"):
+        super().__init__()
+        self.position = position
+        self.num_tokens = num_tokens  # a plain int: reading the weight's shape under ZeRO-3 would gather it
+        self.weight = nn.Parameter(torch.zeros(num_tokens, hidden_size))
+
+    def forward(self) -> torch.Tensor:
+        # A copy, so the result outlives ZeRO-3 releasing the gathered parameter after this call.
+        return self.weight.clone()
+
+
 class LvlmView:
     """A generative vision-language model as a family view (see ``tunevl.models.clip.ClipView`` for the contract).
 
@@ -78,7 +92,7 @@ class LvlmView:
     @staticmethod
     def inference_class():
         """What ``tunevl.load`` returns for bundles of this family."""
-        from tunevl.inference_lvlm import Generator
+        from tunevl.inference.generator import Generator
 
         return Generator
 
@@ -88,9 +102,9 @@ class LvlmView:
         import transformers
 
         from tunevl.models.registry import resolve_dtype
-        from tunevl.models.tiny_lvlm import resolve
+        from tunevl.models.tiny import resolve_builtin
 
-        path = resolve(config.name_or_path)
+        path = resolve_builtin(config.name_or_path)
         kwargs = dict(revision=config.revision, trust_remote_code=config.trust_remote_code)
         dtype = torch_dtype or resolve_dtype(config.dtype)  # no training context: bf16 on a bf16 GPU
         model = getattr(transformers, cls.model_class).from_pretrained(path, dtype=dtype, **kwargs)
@@ -158,8 +172,6 @@ class LvlmView:
         return {f"soft_prompt.{sp.position}": sp.weight} if sp is not None and sp.weight.requires_grad else {}
 
     def load_extras(self, tensors: dict[str, torch.Tensor]) -> None:
-        from tunevl.adapters.soft_prompt import SoftPrompt
-
         for name, value in tensors.items():
             kind, _, position = name.partition(".")
             if kind != "soft_prompt":

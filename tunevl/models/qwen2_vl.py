@@ -7,19 +7,10 @@ language model uses multimodal RoPE, whose positions come from ``mm_token_type_i
 from __future__ import annotations
 
 import torch
-from transformers import Qwen2VLProcessor
-
 from tunevl.models.lvlm import LvlmView
+from tunevl.models.processors import Qwen2VLImageOnlyProcessor
 
 _LM = r"model\.language_model\.layers\.\d+"
-
-
-class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
-    """Qwen2-VL's processor without the video processor (which needs torchvision)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                         chat_template=chat_template, **kwargs)
 
 
 class Qwen2VLView(LvlmView):

@@ -1,0 +1,46 @@
+"""What ``tunevl.load`` returns: the inference object of a bundle's family kind.
+
+- :class:`DualEncoder` (CLIP, SigLIP): ``embed_images``, ``embed_texts``, ``classify``;
+- :class:`Generator` (LLaVA, Qwen2-VL, ...): ``generate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunevl.inference.dual_encoder import DualEncoder
+from tunevl.inference.generator import Generator
+
+__all__ = ["DualEncoder", "Generator", "load"]
+
+
+def load(
+    path_or_id: str | Path,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    device=None,
+    base_model: str | None = None,
+    base_revision: str | None = None,
+):
+    """Rebuild the inference object of a bundle from a local folder or a Hub repo id.
+
+    Args:
+        path_or_id: A bundle folder (``train.output_dir``) or ``user/repo`` on the Hub.
+        revision: Hub revision of the bundle.
+        trust_remote_code: Allow code shipped with the base checkpoint to run.
+        device: Where to put the model (default: CPU).
+        base_model: A copy of the base model to use instead of the recorded id or path; its
+            config must hash to the recorded value.
+        base_revision: Revision of ``base_model``.
+
+    Raises:
+        BundleError: newer ``format_version``, a different base model, or a LoRA that matches no module.
+    """
+    from tunevl.adapters.bundle import load_bundle
+
+    view = load_bundle(
+        path_or_id, revision=revision, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision
+    )
+    obj = view.inference_class()(view)
+    return obj.to(device) if device is not None else obj
