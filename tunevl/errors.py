@@ -9,6 +9,11 @@ class BundleError(ValueError):
     """A bundle that cannot be loaded safely (wrong base model, unmatched adapter, newer format)."""
 
 
+class UnsupportedModelError(ValueError):
+    """A checkpoint no family serves: its ``config.json`` names an unsupported ``model_type`` (or one of another
+    family than ``model.family``)."""
+
+
 class TrainingError(RuntimeError):
     """Training stopped on a condition that needs the user's attention (for example a NaN loss)."""
 
@@ -41,6 +46,6 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-USER_ERRORS = (RecipeError, BundleError, TrainingError, DataError, FileNotFoundError)
+USER_ERRORS = (RecipeError, BundleError, TrainingError, DataError, UnsupportedModelError, FileNotFoundError)
 
-__all__ = ["BundleError", "DataError", "RecipeError", "TrainingError", "USER_ERRORS"]
+__all__ = ["BundleError", "DataError", "RecipeError", "TrainingError", "USER_ERRORS", "UnsupportedModelError"]

@@ -366,7 +366,9 @@ class BundleKind:
         view = load_view(ModelConfig(base["name_or_path"], family=meta["family"], processor_kwargs=base.get("processor_kwargs"),
                                      max_length=base.get("max_length")))
         view.model.eval()
-        return self.outputs(view.inference_class()(view))
+        from tunevl.inference import for_view
+
+        return self.outputs(for_view(view))
 
     @staticmethod
     def assert_same(got: dict, want: dict) -> None:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import tunevl
-from tunevl.adapters.card import _FAMILY_INFO
+from tunevl.models import get_family
 from tunevl.adapters.merge import detach_tunevl_modules, merge, restore_shapes, split_extras
 from tunevl.models.tiny import resolve_builtin
 
@@ -20,7 +20,7 @@ from tunevl.models.tiny import resolve_builtin
 def test_merged_checkpoint_matches_bundle(bundle_of, kind, tmp_path):
     bundle = bundle_of(kind)
     meta = json.loads((bundle / "tunevl.json").read_text())
-    hf_class = getattr(transformers, _FAMILY_INFO[meta["family"]][1])
+    hf_class = getattr(transformers, get_family(meta["family"]).model_class)
     out = merge(bundle, tmp_path / "merged")
     plain = hf_class.from_pretrained(out).eval()
 

@@ -109,12 +109,10 @@ def load_encoder(model: str, *, base: bool = False, revision: str | None = None,
 
 
 def _base_encoder(model_config):
-    from tunevl.inference import DualEncoder
+    from tunevl.inference import for_view
     from tunevl.models import load_view
 
-    view = load_view(model_config)
-    cls = view.inference_class() if hasattr(view, "inference_class") else DualEncoder
-    return cls(view)
+    return for_view(load_view(model_config))
 
 
 def open_data(spec: str, data_args: list[str] = ()):

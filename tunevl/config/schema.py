@@ -174,14 +174,17 @@ class Recipe:
                                errors=getattr(self, "_errors", None))
 
     def _check_family(self) -> None:
-        from tunevl.models import FAMILIES, detect_family
+        from tunevl.errors import UnsupportedModelError
+        from tunevl.models import detect_family
 
         model = self.tree["model"]
-        family = detect_family(model["name_or_path"], model.get("family"), model.get("revision"))
+        try:
+            family = detect_family(model["name_or_path"], model.get("family"), model.get("revision"))
+        except UnsupportedModelError as err:
+            raise self.error(("model", "family" if "model.family" in str(err) or "model family" in str(err) else "name_or_path"),
+                             str(err)) from None
         if family is None:
-            return  # unknown offline; load_view reports it when the model is built
-        if family not in FAMILIES:
-            raise self.error(("model",), f"model family {family!r} is not supported yet (supported: {', '.join(sorted(FAMILIES))})")
+            return  # no config.json at hand and no model.family: load_view reads the config when it builds the model
         for i, node in enumerate(self.tree["objectives"]):
             cls = resolve_component(node["_component_"], _objective_registry())
             if getattr(cls, "families", None) and family not in cls.families:

@@ -11,7 +11,14 @@ from pathlib import Path
 from tunevl.inference.dual_encoder import DualEncoder
 from tunevl.inference.generator import Generator
 
-__all__ = ["DualEncoder", "Generator", "load"]
+__all__ = ["DualEncoder", "Generator", "for_view", "load"]
+
+
+def for_view(view):
+    """The inference object of a family view: :class:`DualEncoder` or :class:`Generator`, by the family's kind."""
+    from tunevl.models.registry import family_kind
+
+    return Generator(view) if family_kind(view.family) == "generative" else DualEncoder(view)
 
 
 def load(
@@ -42,5 +49,5 @@ def load(
     view = load_bundle(
         path_or_id, revision=revision, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision
     )
-    obj = view.inference_class()(view)
+    obj = for_view(view)
     return obj.to(device) if device is not None else obj

@@ -39,13 +39,6 @@ class DualEncoderView:
         self.processor = processor
         self.config = config
 
-    @staticmethod
-    def inference_class():
-        """What ``tunevl.load`` returns for bundles of this family."""
-        from tunevl.inference.dual_encoder import DualEncoder
-
-        return DualEncoder
-
     # ---- loading -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, config, torch_dtype=None) -> "DualEncoderView":

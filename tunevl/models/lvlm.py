@@ -89,13 +89,6 @@ class LvlmView:
         self._soft_mask: torch.Tensor | None = None
         self._install_hooks()
 
-    @staticmethod
-    def inference_class():
-        """What ``tunevl.load`` returns for bundles of this family."""
-        from tunevl.inference.generator import Generator
-
-        return Generator
-
     # ---- loading -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, config, torch_dtype=None) -> "LvlmView":

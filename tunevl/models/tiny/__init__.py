@@ -12,6 +12,7 @@ import importlib
 from importlib import resources
 from pathlib import Path
 
+from tunevl.models.registry import FAMILIES
 from tunevl.models.tiny._lvlm import BUILD_VERSION
 from tunevl.models.tiny._store import (
     MANIFEST,
@@ -33,11 +34,9 @@ __all__ = [
 #: Builtin alias -> folder under ``tunevl/assets``.
 BUILTIN_MODELS: dict[str, str] = {"tiny-clip": "tiny-clip"}
 
-#: Tiny generative LVLMs: name -> ``module:builder`` returning ``(model, processor)``.
-TINY_LVLMS: dict[str, str] = {
-    "tiny-llava": "tunevl.models.tiny.llava:build_tiny_llava",
-    "tiny-qwen2-vl": "tunevl.models.tiny.qwen2_vl:build_tiny_qwen2_vl",
-}
+#: Tiny models built by a family's builder: name -> ``module:builder`` returning ``(model, processor)``
+#: (the family registry's ``tiny`` entries).
+TINY_LVLMS: dict[str, str] = {name: spec for fam in FAMILIES.values() for name, spec in fam.tiny.items()}
 
 #: Tiny models built on first use (name -> ``module:function`` returning their folder).
 BUILT_ON_DEMAND: dict[str, str] = {"tiny-siglip": "tunevl.models.tiny.siglip:ensure_tiny_siglip", **dict.fromkeys(TINY_LVLMS)}
