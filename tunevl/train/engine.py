@@ -153,7 +153,7 @@ class StepSnapshot:
         with torch.no_grad():
             if self.buffers is None:
                 self.buffers = [p.detach().clone() for p in self.params]
-            else:
+            elif self.params:  # none on a rank whose ZeRO-3 optimizer holds no partition (main fixes this in b5cee65)
                 torch._foreach_copy_(self.buffers, [p.detach() for p in self.params])
             self.state = [{k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in self.optimizer.state[p].items()}
                           if p in self.optimizer.state else None for p in self.params]
