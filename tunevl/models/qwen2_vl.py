@@ -25,6 +25,7 @@ class Qwen2VLView(LvlmView):
     }
     lora_modules_to_save_presets = {"projector": ["merger"]}
     image_anchor = "<|vision_end|>"
+    end_of_turn = "<|im_end|>"
     model_input_names = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
 
     @classmethod
@@ -63,7 +64,7 @@ class Qwen2VLView(LvlmView):
                               min_pixels=ip.size["shortest_edge"], max_pixels=ip.size["longest_edge"])
         return (h2 // ip.patch_size) * (w2 // ip.patch_size) // ip.merge_size**2
 
-    def extra_text_inputs(self, input_ids):
+    def extra_text_inputs(self, input_ids, labels=None):
         return {"mm_token_type_ids": (input_ids == self.image_token_id).int()}
 
     def image_features(self, image_inputs) -> torch.Tensor:
