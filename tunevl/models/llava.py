@@ -33,10 +33,13 @@ class LlavaView(LvlmView):
         return {"pixel_values": pixel_values}, [self._tokens_for(pixel_values.shape[-2:])] * len(images)
 
     def _tokens_for(self, hw) -> int:
-        cfg = self.base_model.config
-        patch = cfg.vision_config.patch_size
-        n = (hw[0] // patch) * (hw[1] // patch)
-        return n + (1 if cfg.vision_feature_select_strategy == "full" else 0)
+        # As LlavaProcessor counts them: patches + num_additional_image_tokens (1 for a CLIP tower's CLS,
+        # 0 for SigLIP towers as in llava-interleave-qwen), minus the one "default" selection drops.
+        proc, cfg = self.processor, self.base_model.config
+        patch = getattr(proc, "patch_size", None) or cfg.vision_config.patch_size
+        strategy = getattr(proc, "vision_feature_select_strategy", None) or cfg.vision_feature_select_strategy
+        n = (hw[0] // patch) * (hw[1] // patch) + (getattr(proc, "num_additional_image_tokens", None) or 0)
+        return n - (1 if strategy == "default" else 0)
 
     def num_image_tokens(self, image) -> int:
         # Every image is resized and cropped to one size, so every image takes the same number of tokens.

@@ -18,29 +18,45 @@ LLAVA_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_llava(seed: int = 0):
-    """A random tiny ``LlavaForConditionalGeneration`` (CLIP tower, Llama LM) and its ``LlavaProcessor``."""
-    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+def build_tiny_llava(seed: int = 0, vision: str = "clip"):
+    """A random tiny ``LlavaForConditionalGeneration`` and its ``LlavaProcessor``.
+
+    ``vision="clip"``: LLaVA-1.5 (CLIP tower whose CLS token the "default" selection drops);
+    ``vision="siglip"``: llava-interleave-qwen (a SigLIP tower without CLS, "full" selection,
+    ``num_additional_image_tokens=0``).
+    """
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        SiglipImageProcessorPil,
+    )
 
     tokenizer = build_lvlm_tokenizer(add_bos=True)
     image_size, patch = 32, 8
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=image_size,
+                 patch_size=patch)
+    siglip = vision == "siglip"
     config = LlavaConfig(
-        vision_config=dict(
-            model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, image_size=image_size, patch_size=patch, projection_dim=32,
-        ),
+        vision_config=dict(model_type="siglip_vision_model", **tower) if siglip else
+        dict(model_type="clip_vision_model", projection_dim=32, **tower),
         text_config=dict(model_type="llama", **text_config(tokenizer)),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default", vision_feature_layer=-1, projector_hidden_act="gelu",
+        vision_feature_select_strategy="full" if siglip else "default", vision_feature_layer=-1, projector_hidden_act="gelu",
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     model = seeded(lambda: LlavaForConditionalGeneration(config), seed)
     set_generation_ids(model, tokenizer)
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
+    if siglip:
+        image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    else:
+        image_processor = CLIPImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        )
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE,
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
+        vision_feature_select_strategy=config.vision_feature_select_strategy, num_additional_image_tokens=0 if siglip else 1,
+        chat_template=LLAVA_CHAT_TEMPLATE,
     )
     return model, processor
