@@ -36,7 +36,7 @@ from tunevl.errors import DataError
 from tunevl.losses.sequence import IGNORE_INDEX
 from tunevl.models.chat import PROMPT, RESPONSE, SOFT, normalise_messages, record_images, tokenize_pieces
 
-__all__ = ["SOFT_PROMPT_POSITIONS", "LvlmView", "SoftPrompt", "normalise_messages", "record_images"]
+__all__ = ["SOFT_PROMPT_POSITIONS", "LvlmView", "SoftCappedHead", "SoftPrompt", "normalise_messages", "record_images"]
 
 SOFT_PROMPT_POSITIONS = ("after_image", "before_response", "start")
 
@@ -53,6 +53,17 @@ class SoftPrompt(nn.Module):
     def forward(self) -> torch.Tensor:
         # A copy, so the result outlives ZeRO-3 releasing the gathered parameter after this call.
         return self.weight.clone()
+
+
+class SoftCappedHead(nn.Module):
+    """``cap * tanh(head(x) / cap)``: an output head with Gemma 2's final logit soft-capping."""
+
+    def __init__(self, head: nn.Module, cap: float):
+        super().__init__()
+        self.head, self.cap = head, float(cap)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head(hidden) / self.cap) * self.cap
 
 
 class LvlmView:
@@ -130,7 +141,15 @@ class LvlmView:
 
     @property
     def lm_head_module(self) -> nn.Module:
-        return self.base_model.lm_head
+        """The output head as the model applies it: Gemma 2's final logit soft-capping included (PaliGemma 2)."""
+        head = self.base_model.lm_head
+        cap = getattr(self.base_model.config.get_text_config(), "final_logit_softcapping", None)
+        if cap is None:
+            return head
+        capped = self.__dict__.get("_capped_head")
+        if capped is None or capped.head is not head:
+            capped = self.__dict__["_capped_head"] = SoftCappedHead(head, cap)
+        return capped
 
     @property
     def tokenizer(self):

@@ -7,6 +7,7 @@ language model uses multimodal RoPE, whose positions come from ``mm_token_type_i
 from __future__ import annotations
 
 import torch
+
 from tunevl.models.lvlm import LvlmView
 from tunevl.models.processors import Qwen2VLImageOnlyProcessor
 
@@ -27,10 +28,11 @@ class Qwen2VLView(LvlmView):
     image_anchor = "<|vision_end|>"
     end_of_turn = "<|im_end|>"
     model_input_names = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+    processor_class = Qwen2VLImageOnlyProcessor  # AutoProcessor would want a video processor (torchvision)
 
     @classmethod
     def load_processor(cls, path, **kwargs):
-        return Qwen2VLImageOnlyProcessor.from_pretrained(path, **kwargs)
+        return cls.processor_class.from_pretrained(path, **kwargs)
 
     @classmethod
     def apply_processor_kwargs(cls, processor, kwargs):

@@ -44,6 +44,13 @@ FAMILIES: dict[str, Family] = {
                     tiny={"tiny-llava": "tunevl.models.tiny.llava:build_tiny_llava"}),
     "qwen2_vl": Family("tunevl.models.qwen2_vl:Qwen2VLView", GENERATIVE_KIND, ("qwen2_vl",), "Qwen/Qwen2-VL-*",
                        tiny={"tiny-qwen2-vl": "tunevl.models.tiny.qwen2_vl:build_tiny_qwen2_vl"}),
+    "qwen2_5_vl": Family("tunevl.models.qwen2_5_vl:Qwen2_5_VLView", GENERATIVE_KIND, ("qwen2_5_vl",), "Qwen/Qwen2.5-VL-*",
+                         tiny={"tiny-qwen2.5-vl": "tunevl.models.tiny.qwen2_5_vl:build_tiny_qwen2_5_vl"}),
+    "idefics3": Family("tunevl.models.idefics3:Idefics3View", GENERATIVE_KIND, ("idefics3",),
+                       "HuggingFaceTB/SmolVLM-*, HuggingFaceM4/Idefics3-8B-Llama3",
+                       tiny={"tiny-idefics3": "tunevl.models.tiny.idefics3:build_tiny_idefics3"}),
+    "paligemma": Family("tunevl.models.paligemma:PaliGemmaView", GENERATIVE_KIND, ("paligemma",), "google/paligemma2-*",
+                        tiny={"tiny-paligemma": "tunevl.models.tiny.paligemma:build_tiny_paligemma"}),
 }
 
 #: Families by kind, for ``Objective.families`` (``families = GENERATIVE``): a new family needs no edit in objectives.

@@ -48,6 +48,28 @@ def bpe_tokenizer(special: list[str], *, bos: str | None, eos: str, pad: str, ad
     )
 
 
+def sentencepiece_tokenizer(special: list[str], *, bos: str, eos: str, pad: str, unk: str | None = None,
+                            dummy_prefix: bool = False, add_bos: bool = False):
+    """A SentencePiece-style byte-fallback BPE (words start with ``▁``), shaped like Gemma's tokenizer.json
+    (``dummy_prefix=False``) or Llama's legacy one (``dummy_prefix=True``: a ``▁`` before every stretch of text
+    between special tokens, so ``"How many"`` alone is ``▁How ▁many`` but ``How ▁many`` after ``"<image>\n"``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token=unk, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always" if dummy_prefix else "never")
+    decode = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence([*decode, decoders.Strip(" ", 1, 0)] if dummy_prefix else decode)
+    trainer = trainers.BpeTrainer(vocab_size=768, special_tokens=special + [f"<0x{b:02X}>" for b in range(256)],
+                                  initial_alphabet=["▁"], show_progress=False)
+    tok.train_from_iterator([_CORPUS] * 20 + [_CORPUS.lower()] * 20, trainer)
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B:1",
+                                                           special_tokens=[(bos, tok.token_to_id(bos))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk,
+                                   padding_side="right", model_max_length=512)
+
+
 def build_lvlm_tokenizer(add_bos: bool):
     """The LLaVA (``add_bos``: ``<s>``, ``</s>``) or Qwen (``<|im_end|>``) flavour of the tiny BPE."""
     if add_bos:
@@ -86,4 +108,6 @@ def set_generation_ids(model, tokenizer) -> None:
     gen = model.generation_config
     gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id
     for cfg in (model.config, model.config.get_text_config()):
-        cfg.eos_token_id, cfg.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        cfg.eos_token_id = tokenizer.eos_token_id
+        if "pad_token_id" not in vars(type(cfg)):  # Idefics3Config's is a deprecated alias of its text config's
+            cfg.pad_token_id = tokenizer.pad_token_id
