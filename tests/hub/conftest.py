@@ -395,6 +395,21 @@ KINDS = [
                frozenset({"tunevl", "qwen2_vl", "lora", "soft-prompt", "next_token"}), ("r=8", "synthetic_vqa", "accuracy"),
                merge_changes=("language_model.layers.0.self_attn.q_proj", "visual.blocks.1.attn.qkv"),
                merge_keeps=("language_model.layers.0.mlp", "visual.merger", "embed_tokens", "lm_head")),
+    BundleKind("qwen2_5_vl:lora", "lvlm/qwen2_5_vl_sft_lora", {"model.name_or_path": "tiny-qwen2.5-vl"},
+               frozenset({"tunevl", "qwen2_5_vl", "lora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
+               merge_changes=("language_model.layers.0.self_attn.q_proj", "language_model.layers.1.mlp.down_proj",
+                              "visual.blocks.1.attn.qkv"),
+               merge_keeps=("visual.merger", "visual.blocks.0.mlp", "embed_tokens", "lm_head")),
+    BundleKind("idefics3:lora+projector", "lvlm/idefics3_sft_lora",
+               {"model.name_or_path": "tiny-idefics3", "model.processor_kwargs.size": "{longest_edge: 64}"},
+               frozenset({"tunevl", "idefics3", "lora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
+               merge_changes=("text_model.layers.0.self_attn.q_proj", "text_model.layers.1.mlp.down_proj",
+                              "connector.modality_projection"),
+               merge_keeps=("vision_model.", "embed_tokens", "lm_head")),
+    BundleKind("paligemma:lora", "lvlm/paligemma_sft_lora", {"model.name_or_path": "tiny-paligemma"},
+               frozenset({"tunevl", "paligemma", "lora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
+               merge_changes=("language_model.layers.0.self_attn.q_proj", "language_model.layers.1.mlp.down_proj"),
+               merge_keeps=("vision_tower.", "multi_modal_projector", "embed_tokens")),
 ]
 # A new adapter kind or family joins the Hub round-trip matrix (push -> load, card, merge) by adding one entry.
 BUNDLE_KINDS: dict[str, BundleKind] = {k.name: k for k in KINDS}
@@ -402,7 +417,7 @@ BUNDLE_KINDS: dict[str, BundleKind] = {k.name: k for k in KINDS}
 
 @pytest.fixture(scope="session", autouse=True)
 def _tiny_cache(tmp_path_factory):
-    """Tiny models built on demand (tiny-siglip, tiny-llava, tiny-qwen2-vl) go to a session folder, not ~/.cache."""
+    """Tiny models built on demand (tiny-siglip, tiny-llava, ...) go to a session folder, not ~/.cache."""
     previous = os.environ.get("TUNEVL_CACHE")
     os.environ["TUNEVL_CACHE"] = str(tmp_path_factory.mktemp("tunevl_cache"))
     yield

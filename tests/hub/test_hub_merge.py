@@ -104,7 +104,8 @@ def _check_generative(plain, ref, kind, out):
     # AutoProcessor must build the family's transformers class (Qwen2-VL's also needs torchvision for its
     # video processor, whose settings the saved config must therefore carry).
     config = json.loads((out / "processor_config.json").read_text())
-    assert config["processor_class"] == {"llava": "LlavaProcessor", "qwen2_vl": "Qwen2VLProcessor"}[view.family]
+    assert config["processor_class"] == {"llava": "LlavaProcessor", "qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor",
+                                         "idefics3": "Idefics3Processor", "paligemma": "PaliGemmaProcessor"}[view.family]
     wanted = getattr(transformers, config["processor_class"]).get_attributes()
     assert set(wanted) <= set(config) | {"tokenizer"}
 
