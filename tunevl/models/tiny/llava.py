@@ -1,9 +1,10 @@
 """Tiny LLaVA (``"tiny-llava"``): a CLIP tower, an MLP projector and a Llama language model, about 0.1 M
-parameters, with LLaVA-1.5's processor settings and a template shaped like llava-hf/llava-1.5-7b-hf's."""
+parameters, with LLaVA-1.5's processor settings and a template shaped like llava-hf/llava-1.5-7b-hf's (a
+SentencePiece-style tokenizer like LLaVA-1.5's Llama one is a build option, for tests of in-context tokenisation)."""
 
 from __future__ import annotations
 
-from tunevl.models.tiny._lvlm import build_lvlm_tokenizer, seeded, set_generation_ids, text_config
+from tunevl.models.tiny._lvlm import BASE_SPECIAL, build_lvlm_tokenizer, seeded, sentencepiece_tokenizer, set_generation_ids, text_config
 
 # Shaped like llava-hf/llava-1.5-7b-hf's template; like it, it has no {% generation %} markers and
 # ends an assistant turn with a space, not with the eos token.
@@ -18,12 +19,14 @@ LLAVA_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_llava(seed: int = 0, vision: str = "clip"):
+def build_tiny_llava(seed: int = 0, vision: str = "clip", tokenizer: str = "bpe"):
     """A random tiny ``LlavaForConditionalGeneration`` and its ``LlavaProcessor``.
 
     ``vision="clip"``: LLaVA-1.5 (CLIP tower whose CLS token the "default" selection drops);
     ``vision="siglip"``: llava-interleave-qwen (a SigLIP tower without CLS, "full" selection,
-    ``num_additional_image_tokens=0``).
+    ``num_additional_image_tokens=0``). ``tokenizer="bpe"``: byte-level BPE (``tiny-llava``);
+    ``"sentencepiece"``: shaped like LLaVA-1.5's Llama tokenizer.json (byte fallback, a ``▁`` before each
+    stretch of text, so text tokenises differently alone and in context).
     """
     from transformers import (
         CLIPImageProcessorPil,
@@ -33,7 +36,11 @@ def build_tiny_llava(seed: int = 0, vision: str = "clip"):
         SiglipImageProcessorPil,
     )
 
-    tokenizer = build_lvlm_tokenizer(add_bos=True)
+    if tokenizer == "sentencepiece":
+        tokenizer = sentencepiece_tokenizer(BASE_SPECIAL + ["<unk>"], bos="<s>", eos="</s>", pad="<pad>", unk="<unk>",
+                                            dummy_prefix=True, add_bos=True)
+    else:
+        tokenizer = build_lvlm_tokenizer(add_bos=True)
     image_size, patch = 32, 8
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=image_size,
                  patch_size=patch)
