@@ -176,7 +176,8 @@ def _usage(meta: dict, where: str) -> list[str]:
     elif _kind(family) == "generative":
         lines += [
             f'answer = model.generate(["cat.jpg"], "{USAGE_PROMPT}")  # images (PIL or paths), prompt',
-            "# greedy, at most 64 new tokens; keyword arguments (max_new_tokens=, do_sample=, ...) go to generate",
+            "# the checkpoint's generation_config (at most 64 new tokens unless it sets max_new_tokens);",
+            "# keyword arguments (max_new_tokens=, num_beams=, temperature=, ...) go to transformers' generate",
         ]
     lines.append("```")
     if _soft_prompts(meta):
