@@ -121,6 +121,9 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
         peft_block = next(b for b in blocks if "PeftModel" in b)
         exec(peft_block, namespace)
         plain = namespace["model"].eval()
+        if meta["base_model"].get("quantization"):  # plain peft on the unquantised base, as the snippet loads it
+            assert "trained with QLoRA on a 4-bit base" in card
+            local = tunevl.load(bundle, quantize=False)
         with torch.no_grad():
             if kind.generative:
                 batch = local.view.collate(kind.inputs(), {"messages"})

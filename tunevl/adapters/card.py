@@ -200,6 +200,11 @@ def _usage(meta: dict, where: str) -> list[str]:
         if processor_kwargs:
             note = f"The bundle was trained with the processor settings `{json.dumps(processor_kwargs)}`; "
             lines += [note + "pass them when you load the base model's processor.", ""]
+        if meta["base_model"].get("quantization"):
+            lines += ["The LoRA was trained with QLoRA on a 4-bit base; it is plain LoRA, so it loads on the unquantised "
+                      "base as above, or on a quantised one (`quantization_config=BitsAndBytesConfig(...)` with the "
+                      f"settings `{json.dumps(meta['base_model']['quantization'])}`), as `tunevl.load` does "
+                      "(`tunevl.load(..., quantize=False)` for the unquantised base).", ""]
     elif meta.get("extras"):
         lines += [
             "Plain peft would load only the LoRA weights and silently miss "
@@ -237,6 +242,7 @@ def _front(meta: dict, tree: dict, license: str | None, library: str, tags: list
         "library_name": library,
         "license": license or "other",
         "tags": list(dict.fromkeys(["tunevl", family, *meta.get("adapters", []), *(["soft-prompt"] if _soft_prompts(meta) else []),
+                                    *(["qlora"] if meta["base_model"].get("quantization") else []),
                                     *tags, *filter(None, objectives)])),
     }
     if is_hub_id(base):
@@ -302,6 +308,14 @@ def make_merged_card(meta: dict, recipe_yaml: str | None, source: str, side_file
         "(`tunevl merge`). It loads with plain transformers:", "",
         *_plain_load(_hf_class(family), family, '"path/to/this/folder"'), "",
     ]
+    quantization = meta["base_model"].get("quantization")
+    if quantization:
+        lines += [
+            "The LoRA was trained with QLoRA on a quantised base (" + ", ".join(f"`{k}: {v}`" for k, v in quantization.items()
+                                                                           if k.startswith(("load_in", "bnb_4bit_quant"))) +
+            ") and is merged here into the unquantised base weights, so this model computes slightly differently "
+            "from the quantised model it was trained on. Quantise it again when you load it if you need the memory.", "",
+        ]
     if unmerged:
         lines += [
             "## Not merged", "",

@@ -29,6 +29,7 @@ def load(
     device=None,
     base_model: str | None = None,
     base_revision: str | None = None,
+    quantize: bool = True,
 ):
     """Rebuild the inference object of a bundle from a local folder or a Hub repo id.
 
@@ -40,6 +41,8 @@ def load(
         base_model: A copy of the base model to use instead of the recorded id or path; its
             config must hash to the recorded value.
         base_revision: Revision of ``base_model``.
+        quantize: A QLoRA bundle loads on its base quantised as in training (needs ``bitsandbytes``); False
+            loads the unquantised base.
 
     Raises:
         BundleError: newer ``format_version``, a different base model, or a LoRA that matches no module.
@@ -47,7 +50,8 @@ def load(
     from tunevl.adapters.bundle import load_bundle
 
     view = load_bundle(
-        path_or_id, revision=revision, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision
+        path_or_id, revision=revision, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision,
+        quantize=quantize,
     )
     obj = for_view(view)
     return obj.to(device) if device is not None else obj

@@ -29,6 +29,7 @@ class Idefics3View(LvlmView):
         "vision-attention": r"model\.vision_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)",
     }
     lora_modules_to_save_presets = {"projector": ["connector"]}
+    unquantized_modules = ("model.vision_model", "model.connector", "lm_head")
     image_anchor = "<image>"
     end_of_turn = "<end_of_utterance>"
     model_input_names = ("input_ids", "attention_mask", "pixel_values", "pixel_attention_mask")

@@ -20,6 +20,7 @@ class LlavaView(LvlmView):
         "vision-attention": r"model\.vision_tower\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)",
     }
     lora_modules_to_save_presets = {"projector": ["multi_modal_projector"]}
+    unquantized_modules = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
     image_anchor = "<image>\n"
 
     def vision_trunk(self):

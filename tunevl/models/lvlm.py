@@ -84,6 +84,9 @@ class LvlmView:
     model_input_names: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "pixel_values")
     #: The token that ends an assistant turn (None: the tokenizer's eos).
     end_of_turn: ClassVar[str | None] = None
+    #: Module-name prefixes that QLoRA leaves unquantised by default: the vision tower, projector and output head
+    #: (bitsandbytes' ``llm_int8_skip_modules`` match from the start of the name).
+    unquantized_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module, processor: Any, config=None):
         self.model = model
@@ -105,11 +108,39 @@ class LvlmView:
         path = resolve_builtin(config.name_or_path)
         kwargs = dict(revision=config.revision, trust_remote_code=config.trust_remote_code)
         dtype = torch_dtype or resolve_dtype(config.dtype)  # no training context: bf16 on a bf16 GPU
-        model = getattr(transformers, cls.model_class).from_pretrained(path, dtype=dtype, **kwargs)
+        quantization = getattr(config, "quantization", None)
+        extra = {"quantization_config": cls.quantization_config(quantization)} if quantization else {}
+        model = getattr(transformers, cls.model_class).from_pretrained(path, dtype=dtype, **kwargs, **extra)
+        for module in model.modules():
+            # bitsandbytes repacks 4-bit weights for CPU inference at the first eval-mode forward, for good:
+            # a training step after an evaluation then fails (layers with a bias), and the state dict changes.
+            if getattr(module, "support_avx512bf16_for_cpu", False):
+                module.support_avx512bf16_for_cpu = False
         processor = cls.load_processor(path, **kwargs)
         cls.apply_processor_kwargs(processor, getattr(config, "processor_kwargs", None) or {})
         model.requires_grad_(False)
         return cls(model, processor, config)
+
+    @classmethod
+    def quantization_config(cls, settings: dict):
+        """``transformers.BitsAndBytesConfig`` of ``model.quantization`` (QLoRA, Dettmers et al. 2023,
+        https://arxiv.org/abs/2305.14314); the vision tower, projector and head are skipped by default.
+
+        What peft's ``prepare_model_for_kbit_training`` does for a text model is done here in other ways: the
+        base stays frozen, trained tensors are fp32 (the loop), and checkpointing is non-reentrant, so no
+        input-embedding hook is needed and a frozen vision tower still runs without autograd.
+        """
+        from transformers import BitsAndBytesConfig
+
+        settings = dict(settings)
+        settings.setdefault("llm_int8_skip_modules", list(cls.unquantized_modules))
+        return BitsAndBytesConfig(**settings)
+
+    @property
+    def quantized(self) -> bool:
+        """True when the base model's linear layers are bitsandbytes-quantised (QLoRA)."""
+        base = self.base_model
+        return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
 
     @classmethod
     def load_processor(cls, path: str, **kwargs):

@@ -28,6 +28,7 @@ class PaliGemmaView(LvlmView):
         "vision-attention": r"model\.vision_tower\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)",
     }
     lora_modules_to_save_presets = {"projector": ["multi_modal_projector"]}
+    unquantized_modules = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
     model_input_names = ("input_ids", "attention_mask", "pixel_values", "token_type_ids")
 
     @property

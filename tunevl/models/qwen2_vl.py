@@ -25,6 +25,7 @@ class Qwen2VLView(LvlmView):
         "vision-attention": r"model\.visual\.blocks\.\d+\.attn\.(qkv|proj)",
     }
     lora_modules_to_save_presets = {"projector": ["merger"]}
+    unquantized_modules = ("model.visual", "lm_head")
     image_anchor = "<|vision_end|>"
     end_of_turn = "<|im_end|>"
     model_input_names = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")

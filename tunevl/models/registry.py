@@ -74,8 +74,12 @@ class ModelConfig:
         train_logit_scale: Train the contrastive temperature alongside the adapters.
         processor_kwargs: Image-processor settings, e.g. the image-token budget of Qwen2-VL
             (``{max_pixels: 401408}``).
-        max_length: Truncate token sequences (generative models) to this many tokens; pre-flight
-            checks that no truncation cuts into image tokens.
+        max_length: Truncate training sequences (generative models) to this many tokens; pre-flight
+            checks that no truncation cuts into image tokens. Generation prompts are never truncated.
+        quantization: QLoRA (generative families): ``transformers.BitsAndBytesConfig`` arguments, e.g.
+            ``{load_in_4bit: true, bnb_4bit_quant_type: nf4, bnb_4bit_compute_dtype: bfloat16,
+            bnb_4bit_use_double_quant: true}``. The language model is quantised; the vision tower, projector and
+            output head stay in ``dtype`` unless ``llm_int8_skip_modules`` says otherwise. Needs ``bitsandbytes``.
     """
 
     name_or_path: str
@@ -86,6 +90,7 @@ class ModelConfig:
     train_logit_scale: bool = False
     processor_kwargs: dict | None = None
     max_length: int | None = None
+    quantization: dict | None = None
 
 
 def _local_config(name_or_path: str, revision: str | None) -> dict | None:
