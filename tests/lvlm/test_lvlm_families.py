@@ -216,3 +216,24 @@ def test_sentencepiece_llava_tokenises_like_llama():
     alone = tok("How many circles?", add_special_tokens=False)["input_ids"]
     in_context = tok("<image>\nHow many circles?", add_special_tokens=False)["input_ids"]
     assert tok.convert_ids_to_tokens(alone)[0].startswith("▁") and in_context[-len(alone):] != alone
+
+
+def test_a_text_only_batch_runs_the_vision_tower_without_changing_the_loss(family):
+    """The hidden image (what keeps ZeRO-3 ranks in step) goes through each family's hooks: the same loss as the
+    batch without it, and a graph through the projector whose gradient is exactly zero."""
+    from tunevl.adapters.lora import apply_lora
+    from tunevl.objectives.next_token import NextToken
+
+    view = _view(family)
+    apply_lora(view, {"r": 2, "target_modules": ["language-attention", "projector"]})
+    records = [{"messages": [{"role": "user", "content": "Say two."}, {"role": "assistant", "content": "two"}]},
+               {"messages": [{"role": "user", "content": "Say three, please."}, {"role": "assistant", "content": "three"}]}]
+    hidden = view.collate(records, {"messages"})
+    plain = view.collate(records, {"messages"}, hidden_image=False)
+    assert "pixel_values" in hidden and "pixel_values" not in plain
+    assert int((hidden["input_ids"] == view.image_token_id).sum()) > 0 == int((plain["input_ids"] == view.image_token_id).sum())
+    loss_hidden, loss_plain = NextToken()(view, hidden)["next_token"], NextToken()(view, plain)["next_token"]
+    torch.testing.assert_close(loss_hidden, loss_plain, rtol=1e-6, atol=1e-6)
+    loss_hidden.backward()
+    projector = [p for p in view.projector().parameters() if p.requires_grad]
+    assert projector and all(p.grad is not None and p.grad.abs().sum() == 0 for p in projector)
