@@ -52,15 +52,3 @@ def _quick_overrides(model_path: str, output_dir, steps: int = 4, **extra) -> li
 def quick():
     """``quick(model_path, output_dir, steps=4, **overrides)``: overrides shrinking the quickstart to a few fast steps."""
     return _quick_overrides
-
-
-@pytest.fixture(scope="session")
-def session_tiny_cache(tmp_path_factory):
-    """Tiny models built on demand (tiny-siglip, tiny-llava, tiny-qwen2-vl) go to a session folder, not ~/.cache."""
-    previous = os.environ.get("TUNEVL_CACHE")
-    os.environ["TUNEVL_CACHE"] = str(tmp_path_factory.mktemp("tunevl_cache"))
-    yield
-    if previous is None:
-        os.environ.pop("TUNEVL_CACHE", None)
-    else:
-        os.environ["TUNEVL_CACHE"] = previous

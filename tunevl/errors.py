@@ -21,6 +21,11 @@ class BundleError(ValueError):
     """A bundle that cannot be loaded safely (wrong base model, unmatched adapter, newer format)."""
 
 
+class UnsupportedModelError(ValueError):
+    """A checkpoint no family serves: its ``config.json`` names an unsupported ``model_type`` (or one of another
+    family than ``model.family``)."""
+
+
 class TrainingError(RuntimeError):
     """Training stopped on a condition that needs the user's attention (for example a NaN loss)."""
 
@@ -53,7 +58,7 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-USER_ERRORS = (RecipeError, BundleError, TrainingError, DataError)
+USER_ERRORS = (RecipeError, BundleError, TrainingError, DataError, UnsupportedModelError)
 
 #: Optional packages -> the pip extra that installs them.
 OPTIONAL_PACKAGES = {
@@ -158,5 +163,5 @@ def _message(err: BaseException) -> str | None:
 
 __all__ = [
     "BundleError", "DataError", "OPTIONAL_PACKAGES", "RecipeError", "TrainingError", "USER_ERRORS", "context",
-    "install_hint", "missing_package", "user_message",
+    "UnsupportedModelError", "install_hint", "missing_package", "user_message",
 ]

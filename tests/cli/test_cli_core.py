@@ -76,7 +76,7 @@ def test_validate_cli_ok_and_errors(tmp_path, capsys):
         ("objectives.3.weight=2", "objectives.3"),
         ("adapters.lora.target_modules=atention", "'atention' is not a clip preset; did you mean 'attention'?"),
         ("objectives.0._component_=contrastiv", "unknown component 'contrastiv'; did you mean 'contrastive'?"),
-        ("objectives.0._component_=next_token", "objectives.0._component_: 'next_token' cannot train a clip model (it serves: llava, qwen2_vl)"),
+        ("objectives.0._component_=next_token", "objectives.0._component_: 'next_token' cannot train a clip model (it serves: llava, qwen2_vl, qwen2_5_vl, idefics3, paligemma)"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(override, message, capsys):

@@ -14,21 +14,9 @@ from tunevl.data.synthetic_contrast import SyntheticContrast
 from tunevl.errors import DataError
 from tunevl.eval import evaluate
 from tunevl.eval.pope import parse_pope_answer, pope_metrics
+from tunevl.inference import for_view
 from tunevl.eval.preference import preference_accuracy
 from tunevl.models import ModelConfig, load_view
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _tiny_cache(tmp_path_factory):
-    import os
-
-    old = os.environ.get("TUNEVL_CACHE")
-    os.environ["TUNEVL_CACHE"] = str(tmp_path_factory.mktemp("tunevl_cache"))
-    yield
-    if old is None:
-        os.environ.pop("TUNEVL_CACHE")
-    else:
-        os.environ["TUNEVL_CACHE"] = old
 
 
 @pytest.mark.parametrize("text,want", [
@@ -86,7 +74,7 @@ def test_pope_during_training_scores_generated_answers(tmp_path):
     jsonl, _, rows = _pope_files(tmp_path)
     view = load_view(ModelConfig("tiny-llava"))
     m = evaluate(view, PopeSource(str(jsonl)))  # what the loop calls on data.eval
-    generator = view.inference_class()(view)
+    generator = for_view(view)
     answers = [generator.generate([tmp_path / r["image"]], r["text"], max_new_tokens=16) for r in rows]
     assert m == pope_metrics([r["label"] for r in rows], answers) and m["n"] == len(rows)
 

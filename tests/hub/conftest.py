@@ -379,7 +379,9 @@ class BundleKind:
         view = load_view(ModelConfig(base["name_or_path"], family=meta["family"], processor_kwargs=base.get("processor_kwargs"),
                                      max_length=base.get("max_length")))
         view.model.eval()
-        return self.outputs(view.inference_class()(view))
+        from tunevl.inference import for_view
+
+        return self.outputs(for_view(view))
 
     @staticmethod
     def assert_same(got: dict, want: dict) -> None:
@@ -430,14 +432,28 @@ KINDS = [
                frozenset({"tunevl", "qwen2_vl", "lora", "peft", "dpo"}), ("r=16", "synthetic_contrast", "accuracy"),
                merge_changes=("language_model.layers.1.self_attn.v_proj",),
                merge_keeps=("language_model.layers.0.mlp", "visual.", "embed_tokens", "lm_head"), data=_CONTRAST),
+    BundleKind("qwen2_5_vl:lora", "lvlm/qwen2_5_vl_sft_lora", {"model.name_or_path": "tiny-qwen2.5-vl"},
+               frozenset({"tunevl", "qwen2_5_vl", "lora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
+               merge_changes=("language_model.layers.0.self_attn.q_proj", "language_model.layers.1.mlp.down_proj",
+                              "visual.blocks.1.attn.qkv"),
+               merge_keeps=("visual.merger", "visual.blocks.0.mlp", "embed_tokens", "lm_head")),
+    BundleKind("qwen2_5_vl:qlora", "lvlm/qwen2_5_vl_qlora", {"model.name_or_path": "tiny-qwen2.5-vl"},
+               frozenset({"tunevl", "qwen2_5_vl", "lora", "qlora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
+               merge_changes=("language_model.layers.0.self_attn.q_proj", "language_model.layers.1.mlp.down_proj"),
+               merge_keeps=("visual.", "embed_tokens", "lm_head")),
+    BundleKind("idefics3:lora+projector", "lvlm/idefics3_sft_lora",
+               {"model.name_or_path": "tiny-idefics3", "model.processor_kwargs.size": "{longest_edge: 64}"},
+               frozenset({"tunevl", "idefics3", "lora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
+               merge_changes=("text_model.layers.0.self_attn.q_proj", "text_model.layers.1.mlp.down_proj",
+                              "connector.modality_projection"),
+               merge_keeps=("vision_model.", "embed_tokens", "lm_head")),
+    BundleKind("paligemma:lora", "lvlm/paligemma_sft_lora", {"model.name_or_path": "tiny-paligemma"},
+               frozenset({"tunevl", "paligemma", "lora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
+               merge_changes=("language_model.layers.0.self_attn.q_proj", "language_model.layers.1.mlp.down_proj"),
+               merge_keeps=("vision_tower.", "multi_modal_projector", "embed_tokens")),
 ]
 # A new adapter kind or family joins the Hub round-trip matrix (push -> load, card, merge) by adding one entry.
 BUNDLE_KINDS: dict[str, BundleKind] = {k.name: k for k in KINDS}
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _tiny_cache(session_tiny_cache):
-    """Tiny models built on demand go to a session folder, not ~/.cache (tests/conftest.py)."""
 
 
 @pytest.fixture(params=list(BUNDLE_KINDS))

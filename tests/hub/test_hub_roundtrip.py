@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 import tunevl
 from tunevl.adapters.card import USAGE_PROMPT
 from tunevl.hub import push
+from tunevl.models.tiny import BUILT_ON_DEMAND
 
 
 def _outputs(model):
@@ -106,7 +107,7 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
     assert f"`{base}`" in card and "## What was trained" in card and "## Results" in card
     assert all(m in card for m in kind.mentions), [m for m in kind.mentions if m not in card]
     assert (bundle / "recipe.yaml").read_text().rstrip() in card
-    assert ("local folder" in card) == (base not in ("tiny-siglip", "tiny-llava", "tiny-qwen2-vl"))
+    assert ("local folder" in card) == (base not in BUILT_ON_DEMAND)
 
     # The copy-paste snippets run as printed.
     monkeypatch.chdir(tmp_path)
@@ -134,6 +135,9 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
         peft_block = next(b for b in blocks if "PeftModel" in b)
         exec(peft_block, namespace)
         plain = namespace["model"].eval()
+        if meta["base_model"].get("quantization"):  # plain peft on the unquantised base, as the snippet loads it
+            assert "trained with QLoRA on a 4-bit base" in card
+            local = tunevl.load(bundle, quantize=False)
         with torch.no_grad():
             if kind.generative:
                 batch = local.view.collate(kind.inputs(), {"messages"})

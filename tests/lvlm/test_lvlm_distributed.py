@@ -15,7 +15,7 @@ import pytest
 import tunevl
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.data.synthetic_vqa import SyntheticVQA
-from tunevl.models.tiny_lvlm import ensure_tiny
+from tunevl.models.tiny import ensure_tiny
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 PRESETS = Path(tunevl.__file__).parent / "recipes" / "deepspeed"
@@ -41,7 +41,14 @@ def _mixed_steps(dataset) -> list[int]:
     return [s for s in range(STEPS) if has_image[0][s] != has_image[1][s]]
 
 
-@pytest.mark.parametrize("recipe,tiny", [("lvlm/qwen2_vl_soft_prompt_lora", "tiny-qwen2-vl"), ("lvlm/llava_sft_lora", "tiny-llava")])
+RUNS = [("lvlm/qwen2_vl_soft_prompt_lora", "tiny-qwen2-vl"), ("lvlm/llava_sft_lora", "tiny-llava"),
+        ("lvlm/qwen2_5_vl_sft_lora", "tiny-qwen2.5-vl"), ("lvlm/idefics3_sft_lora", "tiny-idefics3"),
+        ("lvlm/paligemma_sft_lora", "tiny-paligemma")]
+# 512 px tiles' budget shrunk with the tiny twin's 32 px tiles (a size, not a feature).
+TINY_MODEL_OVERRIDES = {"lvlm/idefics3_sft_lora": {"model.processor_kwargs.size": "{longest_edge: 64}"}}
+
+
+@pytest.mark.parametrize("recipe,tiny", RUNS)
 def test_zero3_two_processes_mixed_image_batches(recipe, tiny, tmp_path):
     preset = json.loads((PRESETS / "zero3.json").read_text())
     preset["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition every tiny weight
@@ -53,7 +60,7 @@ def test_zero3_two_processes_mixed_image_batches(recipe, tiny, tmp_path):
         "model.name_or_path": ensure_tiny(tiny), "train.output_dir": str(out), "train.max_steps": STEPS, "train.seed": SEED,
         "train.per_device_train_batch_size": 1, "train.save_steps": 0, "train.progress_bar": "false",
         "train.gradient_checkpointing": "false", "train.deepspeed": str(tmp_path / "zero3_test.json"),
-        **{f"data.train.{k}": v for k, v in data.items()},
+        **{f"data.train.{k}": v for k, v in data.items()}, **TINY_MODEL_OVERRIDES.get(recipe, {}),
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "tunevl", "train", recipe, *SYNTHETIC_VQA, *[f"{k}={v}" for k, v in overrides.items()], "~data.eval"]

@@ -11,27 +11,42 @@ from safetensors.torch import load_file
 
 import tunevl
 from tunevl.data.synthetic_vqa import SyntheticVQA
-from tunevl.inference_lvlm import Generator
+from tunevl.inference import Generator
 from tunevl.models import ModelConfig, load_view
 
 RECIPES = {
     "lvlm/llava_sft_lora": "tiny-llava",
     "lvlm/qwen2_vl_sft_lora": "tiny-qwen2-vl",
     "lvlm/qwen2_vl_soft_prompt_lora": "tiny-qwen2-vl",
+    "lvlm/qwen2_5_vl_sft_lora": "tiny-qwen2.5-vl",
+    "lvlm/idefics3_sft_lora": "tiny-idefics3",
+    "lvlm/paligemma_sft_lora": "tiny-paligemma",
 }
+# The real checkpoint each shipped recipe names.
+CHECKPOINTS = {
+    "lvlm/llava_sft_lora": "llava-hf/llava-1.5-7b-hf",
+    "lvlm/qwen2_vl_sft_lora": "Qwen/Qwen2-VL-2B-Instruct",
+    "lvlm/qwen2_vl_soft_prompt_lora": "Qwen/Qwen2-VL-2B-Instruct",
+    "lvlm/qwen2_5_vl_sft_lora": "Qwen/Qwen2.5-VL-3B-Instruct",
+    "lvlm/idefics3_sft_lora": "HuggingFaceTB/SmolVLM-256M-Instruct",
+    "lvlm/paligemma_sft_lora": "google/paligemma2-3b-pt-224",
+}
+# Image-token budgets sized for 512 px tiles, shrunk with the tiny twin's 32 px tiles (a size, not a feature).
+TINY_MODEL_OVERRIDES = {"lvlm/idefics3_sft_lora": {"model.processor_kwargs.size": "{longest_edge: 64}"}}
 
 
 SYNTHETIC_VQA = ["data.train={_component_: synthetic_vqa, split: train}",  # the recipes read your JSONL;
                  "data.eval={_component_: synthetic_vqa, split: eval}"]     # tests swap in synthetic questions
 
 
-def tiny_overrides(model, out, steps=3, **extra):
+def tiny_overrides(model, out, steps=3, recipe=None, **extra):
     items = {
         "model.name_or_path": model, "train.output_dir": str(out), "train.max_steps": steps, "train.progress_bar": "false",
         "train.per_device_train_batch_size": 4, "train.save_steps": 0, "train.learning_rate": 1e-2, "train.warmup_ratio": 0.0,
         "train.eval_at_start": "false", "data.train.num_samples": 64, "data.train.image_size": 32,
         "data.eval.num_samples": 4, "data.eval.image_size": 32,
     }
+    items.update(TINY_MODEL_OVERRIDES.get(recipe, {}))
     items.update(extra)
     return SYNTHETIC_VQA + [f"{k}={v}" for k, v in items.items()]
 
@@ -40,14 +55,14 @@ def test_recipes_name_real_checkpoints():
     for name in RECIPES:
         recipe = tunevl.load_recipe(name)
         recipe.validate()
-        assert recipe.tree["model"]["name_or_path"] in ("llava-hf/llava-1.5-7b-hf", "Qwen/Qwen2-VL-2B-Instruct")
+        assert recipe.tree["model"]["name_or_path"] == CHECKPOINTS[name]
         assert recipe.tree["objectives"][0]["_component_"] == "next_token"
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_recipe_trains_and_bundle_generates_the_same(name, tmp_path, lvlm_loop):
     out = tmp_path / "run"
-    recipe = tunevl.load_recipe(name, tiny_overrides(RECIPES[name], out))
+    recipe = tunevl.load_recipe(name, tiny_overrides(RECIPES[name], out, recipe=name))
     recipe.validate()
     metrics, module = lvlm_loop.run(recipe)
     view = module.view

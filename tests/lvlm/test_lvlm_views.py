@@ -134,3 +134,22 @@ def test_text_only_batch_runs_the_vision_tower_without_changing_the_loss(name):
     loss_hidden.backward()
     projector = [p for p in view.projector().parameters() if p.requires_grad]
     assert projector and all(p.grad is not None and p.grad.abs().sum() == 0 for p in projector)
+
+
+def test_llava_with_a_siglip_tower_counts_image_tokens_as_the_processor(tmp_path):
+    """llava-interleave-qwen style (model_type llava, SigLIP tower: no CLS, "full" selection,
+    num_additional_image_tokens=0): the counts match the processor's and the model's features."""
+    from tunevl.models.tiny.llava import build_tiny_llava
+
+    model, processor = build_tiny_llava(vision="siglip")
+    model.save_pretrained(tmp_path), processor.save_pretrained(tmp_path)
+    view = load_view(ModelConfig(name_or_path=str(tmp_path)))
+    assert view.family == "llava" and view.base_model.config.vision_config.model_type == "siglip_vision_model"
+    record = _conversation()
+    assert view.num_image_tokens(record["images"][0]) == 16  # (32 / 8)^2 patches, nothing added or dropped
+    prompt = view.render(record["messages"][:1], add_generation_prompt=True)
+    ref = processor(text=[prompt], images=record["images"][:1], return_tensors="pt")["input_ids"][0]
+    batch = view.collate([record], {"messages"})
+    assert batch["input_ids"][0, : len(ref)].tolist() == ref.tolist()
+    with torch.no_grad():  # crashed on the image-token check before
+        assert torch.isfinite(view.sequence_logps(batch)).all()

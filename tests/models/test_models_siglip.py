@@ -15,7 +15,7 @@ from tunevl.data.synthetic import SyntheticShapes
 from tunevl.losses import sigmoid_loss
 from tunevl.models import FAMILIES, ModelConfig, detect_family, get_family, load_view
 from tunevl.models.siglip import SiglipView
-from tunevl.models.tiny_siglip import (
+from tunevl.models.tiny.siglip import (
     INIT_LOGIT_BIAS,
     INIT_LOGIT_SCALE,
     TINY_SIGLIP_SPEC,
@@ -150,14 +150,14 @@ def test_builtin_alias_when_hooked(tmp_path, monkeypatch):
 
 # ---- registry, extras ----------------------------------------------------------------------
 def test_registry_detects_and_loads(siglip_path):
-    assert FAMILIES["siglip"] == "tunevl.models.siglip:SiglipView"
+    assert FAMILIES["siglip"].view == "tunevl.models.siglip:SiglipView"
     assert get_family("siglip") is SiglipView
     assert detect_family(siglip_path) == "siglip"  # from config.json, not the name
     renamed = Path(siglip_path).parent / "some-model"
     if not renamed.exists():
         renamed.symlink_to(siglip_path)
     assert detect_family(str(renamed)) == "siglip"
-    assert detect_family("google/siglip-base-patch16-224") == "siglip"
+    assert detect_family("google/siglip-base-patch16-224") is None  # not cached: the repo name is never guessed from
 
 
 def test_train_logit_scale_trains_scale_and_bias(siglip_path):

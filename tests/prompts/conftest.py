@@ -62,11 +62,6 @@ def openai_layout_clip_path(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _tiny_cache(session_tiny_cache):
-    """Tiny models built on demand go to a session folder, not ~/.cache (tests/conftest.py)."""
-
-
 @pytest.fixture
 def dual_view():
     """``dual_view(name_or_path, **adapters) -> view``: a dual-encoder view with the given prompt adapters."""

@@ -19,7 +19,7 @@ from tunevl.adapters.lora import apply_lora
 from tunevl.data.synthetic import SyntheticShapes
 from tunevl.losses import info_nce, sigmoid_loss
 from tunevl.models import ModelConfig, load_view
-from tunevl.models.tiny_siglip import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, ensure_tiny_siglip
+from tunevl.models.tiny.siglip import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, ensure_tiny_siglip
 from tunevl.objectives import OBJECTIVES, Contrastive, Sigmoid
 from tunevl.train.loop import run
 
@@ -122,7 +122,7 @@ def test_contrastive_on_siglip_ignores_the_bias(siglip_path, tmp_path, quick):
 
 
 def test_sigmoid_on_clip_uses_zero_bias(tiny_clip_path, tmp_path, quick):
-    assert OBJECTIVES["sigmoid"] is Sigmoid and Sigmoid.families == ("siglip", "clip")
+    assert OBJECTIVES["sigmoid"] is Sigmoid and set(Sigmoid.families) == {"siglip", "clip"}
     view = load_view(ModelConfig(name_or_path=tiny_clip_path, train_logit_scale=True))
     apply_lora(view, {"r": 4, "target_modules": "attention"})
     enc = Sigmoid().encode(view, _pairs(view))

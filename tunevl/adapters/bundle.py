@@ -119,6 +119,8 @@ def save_bundle(
             # what the processor was told at training time (Qwen2-VL's image-token budget, truncation)
             "processor_kwargs": getattr(model_config, "processor_kwargs", None),
             "max_length": getattr(model_config, "max_length", None),
+            # QLoRA: the base was 4-bit; the LoRA itself is plain and loads on the unquantised base too
+            "quantization": getattr(model_config, "quantization", None),
         },
         "adapters": adapters,
         "extras": sorted(extras),
@@ -164,6 +166,7 @@ def load_bundle(
     base_model: str | None = None,
     base_revision: str | None = None,
     torch_dtype: torch.dtype | None = None,
+    quantize: bool = True,
 ):
     """Rebuild the family view of a bundle (base model + adapters + extras), in eval mode.
 
@@ -176,6 +179,8 @@ def load_bundle(
             (for example a local folder, when the bundle was trained elsewhere).
         base_revision: Revision of ``base_model`` (default: the recorded one when the id is the recorded id).
         torch_dtype: Load the base in this dtype (default: the family's choice, bf16 for LVLMs on a GPU).
+        quantize: A bundle trained with QLoRA loads on its base quantised as in training; False loads the
+            unquantised base (the LoRA is plain and fits either).
     """
     from tunevl.errors import context
     from tunevl.models import ModelConfig, load_view
@@ -188,6 +193,7 @@ def load_bundle(
             ModelConfig(
                 name_or_path=name, revision=base_rev, family=meta["family"], trust_remote_code=trust_remote_code,
                 processor_kwargs=meta["base_model"].get("processor_kwargs"), max_length=meta["base_model"].get("max_length"),
+                quantization=meta["base_model"].get("quantization") if quantize else None,
             ),
             torch_dtype=torch_dtype,
         )

@@ -152,6 +152,7 @@ def merge(
     view = load_bundle(
         source, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision,
         torch_dtype=torch.float32,  # never round the base before adding the deltas; cast on saving
+        quantize=False,  # a QLoRA bundle merges into the unquantised base
     )
     model = view.model.float()
     if hasattr(model, "merge_and_unload"):
@@ -184,6 +185,9 @@ def merge(
         (staging / "tunevl_unmerged.json").write_text(json.dumps(record, indent=2) + "\n")
     recipe = (source / RECIPE_FILE).read_text() if (source / RECIPE_FILE).is_file() else None
     (staging / "README.md").write_text(make_merged_card(meta, recipe, str(bundle), side_file, unmerged))
+    if meta["base_model"].get("quantization"):
+        log.info("%s was trained with QLoRA on a quantised base; its LoRA is merged into the unquantised base weights "
+                 "(%s), not into the quantised ones", bundle, str(next(model.parameters()).dtype).replace("torch.", ""))
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)

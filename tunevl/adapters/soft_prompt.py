@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from tunevl.models.lvlm import SOFT_PROMPT_POSITIONS
+from tunevl.models.lvlm import SOFT_PROMPT_POSITIONS, SoftPrompt
 from tunevl.models.partitioned import gathered
+
+__all__ = ["SOFT_PROMPT_POSITIONS", "SoftPrompt", "SoftPromptConfig", "apply_soft_prompt"]
 
 
 @dataclass
@@ -41,20 +42,6 @@ class SoftPromptConfig:
             raise ValueError("give num_tokens, init_text or both")
         if self.num_tokens is not None and self.num_tokens < 1:
             raise ValueError(f"num_tokens must be >= 1, got {self.num_tokens}")
-
-
-class SoftPrompt(nn.Module):
-    """``[num_tokens, hidden]`` learned embeddings; calling the module returns them."""
-
-    def __init__(self, num_tokens: int, hidden_size: int, position: str = "after_image"):
-        super().__init__()
-        self.position = position
-        self.num_tokens = num_tokens  # a plain int: reading the weight's shape under ZeRO-3 would gather it
-        self.weight = nn.Parameter(torch.zeros(num_tokens, hidden_size))
-
-    def forward(self) -> torch.Tensor:
-        # A copy, so the result outlives ZeRO-3 releasing the gathered parameter after this call.
-        return self.weight.clone()
 
 
 def apply_soft_prompt(view, config: dict | SoftPromptConfig) -> SoftPrompt:

@@ -19,6 +19,7 @@ COMMANDS = {
     "data": ("tunevl.cli.data", "write synthetic data sets; check a recipe's data before training"),
     "push": ("tunevl.cli.push", "upload a trained bundle and its model card to the Hugging Face Hub"),
     "merge": ("tunevl.cli.merge", "merge a bundle into its base model, loadable with plain transformers"),
+    "generate": ("tunevl.cli.generate", "answer a prompt about images with a generative bundle"),
 }
 
 

@@ -139,15 +139,12 @@ def _model_config(name: str, revision: str | None = None):
 
 
 def _base_encoder(model_config):
-    from tunevl.inference import DualEncoder
+    from tunevl.errors import context
+    from tunevl.inference import for_view
     from tunevl.models import load_view
 
-    from tunevl.errors import context
-
     with context(f"loading base model {model_config.name_or_path!r}"):
-        view = load_view(model_config)
-    cls = view.inference_class() if hasattr(view, "inference_class") else DualEncoder
-    return cls(view)
+        return for_view(load_view(model_config))
 
 
 def open_data(spec: str, data_args: list[str] = ()):

@@ -204,16 +204,18 @@ class Recipe:
                                errors=getattr(self, "_errors", None), kind=_kind(key[0]))
 
     def _check_family(self) -> None:
-        from tunevl.models import FAMILIES, detect_family
+        from tunevl.errors import UnsupportedModelError
+        from tunevl.models import detect_family
 
         model = self.tree["model"]
-        with self.building(("model", "name_or_path")):
+        try:
             family = detect_family(model["name_or_path"], model.get("family"), model.get("revision"))
+        except UnsupportedModelError as err:
+            raise self.error(("model", "family" if "model.family" in str(err) or "model family" in str(err) else "name_or_path"),
+                             str(err)) from None
         self.family = family
         if family is None:
-            return  # unknown offline; load_view reports it when the model is built
-        if family not in FAMILIES:
-            raise self.error(("model",), f"model family {family!r} is not supported yet (supported: {', '.join(sorted(FAMILIES))})")
+            return  # no config.json at hand and no model.family: load_view reads the config when it builds the model
         for i, node in enumerate(self.tree["objectives"]):
             cls = resolve_component(node["_component_"], _objective_registry(), kind=_kind("objectives"))
             if getattr(cls, "families", None) and family not in cls.families:
@@ -234,6 +236,36 @@ class Recipe:
             if looks_like_preset and item not in presets and item != "all-linear":
                 hint = nearest(item, list(presets))
                 raise self.error(("adapters", "lora", "target_modules"), f"{item!r} is not a {family} preset{f'; did you mean {hint!r}?' if hint else ''} (presets: {', '.join(sorted(presets))}; or give a list of module names or a regex)")
+        self._check_quantization(family)
+
+    def _check_quantization(self, family: str) -> None:
+        """``model.quantization``: BitsAndBytesConfig keys, a generative family, LoRA to train, no DeepSpeed."""
+        settings = self.tree["model"].get("quantization")
+        if not settings:
+            return
+        import inspect
+
+        from transformers import BitsAndBytesConfig
+
+        from tunevl.models import family_kind
+
+        key = ("model", "quantization")
+        if not isinstance(settings, dict):
+            raise self.error(key, "expected a mapping of transformers.BitsAndBytesConfig arguments")
+        known = [n for n, p in inspect.signature(BitsAndBytesConfig).parameters.items() if p.kind is not p.VAR_KEYWORD]
+        for name in settings:
+            if name not in known:
+                hint = nearest(name, known)
+                raise self.error((*key, name), f"not a BitsAndBytesConfig argument{f'; did you mean {hint!r}?' if hint else ''}")
+        if not (settings.get("load_in_4bit") or settings.get("load_in_8bit")):
+            raise self.error(key, "set load_in_4bit: true (QLoRA) or load_in_8bit: true")
+        if family_kind(family) != "generative":
+            raise self.error(key, f"quantization (QLoRA) is for generative families; {family} trains in full precision")
+        if not (self.tree.get("adapters") or {}).get("lora"):
+            raise self.error(key, "a quantised base trains LoRA (adapters.lora); a soft prompt alone needs no quantisation")
+        if (self.tree.get("train") or {}).get("deepspeed"):
+            raise self.error(key, "QLoRA runs on one GPU or under torchrun (DDP); DeepSpeed ZeRO cannot partition "
+                                  "bitsandbytes weights: remove train.deepspeed")
 
     def _check_deepspeed(self) -> None:
         """A DeepSpeed JSON that disagrees with the recipe (checks needing the world size wait for ``train``)."""

@@ -65,12 +65,19 @@ def _check_question(records, i: int, record: dict) -> None:
 
 
 def generation_accuracy(generator, records, **generation_kwargs) -> float:
-    """Share of records whose greedy answer (first word, lower-cased) equals ``answer``."""
+    """Share of records whose greedy answer (first word, lower-cased) equals ``answer``.
+
+    Each record's conversation up to its answer is the prompt, as the record has it: string or item
+    contents, a leading system message, with or without images.
+    """
+    from tunevl.models.chat import record_images
+
     hits = 0
     for i in range(len(records)):
         r = records[i]
-        question = next(c["text"] for c in r["messages"][0]["content"] if c.get("type") == "text")
-        text = generator.generate(r.get("images") or [r["image"]], question, max_new_tokens=4, do_sample=False, **generation_kwargs)
+        messages = r["messages"][:-1] if r["messages"][-1]["role"] == "assistant" else r["messages"]
+        kwargs = {"max_new_tokens": 4, "do_sample": False, **generation_kwargs}
+        text = generator.chat({"messages": messages, "images": record_images(r)}, **kwargs)
         words = text.strip().lower().split()
         hits += bool(words) and words[0].strip(".") == r["answer"]
     return hits / max(len(records), 1)

@@ -52,7 +52,9 @@ def pope_eval(view, records, max_new_tokens: int = 16) -> dict[str, float]:
     """
     import torch.distributed as dist
 
-    generator = view.inference_class()(view)
+    from tunevl.inference import for_view
+
+    generator = for_view(view)
     synced = dist.is_initialized() and dist.get_world_size() > 1
     answers, labels = [], []
     for i in range(len(records)):

@@ -6,12 +6,17 @@ log-probs). Adapters are injected into the wrapped model; views never subclass i
 """
 
 from tunevl.models.registry import (
+    DUAL_ENCODER,
     FAMILIES,
+    GENERATIVE,
+    Family,
     ModelConfig,
     detect_family,
+    family_kind,
     get_family,
     load_view,
     resolve_dtype,
 )
 
-__all__ = ["FAMILIES", "ModelConfig", "detect_family", "get_family", "load_view", "resolve_dtype"]
+__all__ = ["DUAL_ENCODER", "FAMILIES", "GENERATIVE", "Family", "ModelConfig", "detect_family", "family_kind", "get_family",
+           "load_view", "resolve_dtype"]

@@ -50,13 +50,6 @@ class DualEncoderView:
         self.text_prompts = None
         self.visual_prompts = None
 
-    @staticmethod
-    def inference_class():
-        """What ``tunevl.load`` returns for bundles of this family."""
-        from tunevl.inference import DualEncoder
-
-        return DualEncoder
-
     # ---- loading -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, config, torch_dtype=None) -> "DualEncoderView":

@@ -20,6 +20,7 @@ class LlavaView(LvlmView):
         "vision-attention": r"model\.vision_tower\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)",
     }
     lora_modules_to_save_presets = {"projector": ["multi_modal_projector"]}
+    unquantized_modules = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
     image_anchor = "<image>\n"
 
     def vision_trunk(self):
@@ -33,10 +34,13 @@ class LlavaView(LvlmView):
         return {"pixel_values": pixel_values}, [self._tokens_for(pixel_values.shape[-2:])] * len(images)
 
     def _tokens_for(self, hw) -> int:
-        cfg = self.base_model.config
-        patch = cfg.vision_config.patch_size
-        n = (hw[0] // patch) * (hw[1] // patch)
-        return n + (1 if cfg.vision_feature_select_strategy == "full" else 0)
+        # As LlavaProcessor counts them: patches + num_additional_image_tokens (1 for a CLIP tower's CLS,
+        # 0 for SigLIP towers as in llava-interleave-qwen), minus the one "default" selection drops.
+        proc, cfg = self.processor, self.base_model.config
+        patch = getattr(proc, "patch_size", None) or cfg.vision_config.patch_size
+        strategy = getattr(proc, "vision_feature_select_strategy", None) or cfg.vision_feature_select_strategy
+        n = (hw[0] // patch) * (hw[1] // patch) + (getattr(proc, "num_additional_image_tokens", None) or 0)
+        return n - (1 if strategy == "default" else 0)
 
     def num_image_tokens(self, image) -> int:
         # Every image is resized and cropped to one size, so every image takes the same number of tokens.

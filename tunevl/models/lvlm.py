@@ -1,12 +1,24 @@
-"""Shared base of generative LVLM views (LLaVA, Qwen2-VL): conversations to tensors, hidden states to log-probs.
+"""Shared base of generative LVLM views: conversations to tensors, hidden states to log-probs.
 
 A conversation record is ``{"messages": [{"role", "content"}...], "images": [PIL or path, ...]}``
 (or ``"image"``); ``content`` is a string or a list of ``{"type": "image"}`` /
 ``{"type": "text", "text": ...}`` items, one image item per image, in order.
 
 The loss mask is built by rendering the chat template up to each assistant turn (with and without
-the generation prompt) and tokenising the prompt and response pieces separately; only response
-tokens are labelled. This needs no ``{% generation %}`` markers, which LLaVA-1.5's template lacks.
+the generation prompt); the rendered text is tokenised once and cut at those boundaries
+(:mod:`tunevl.models.chat`), and only response tokens plus each turn's end token are labelled. This
+needs no ``{% generation %}`` markers, which LLaVA-1.5's template lacks.
+
+A family file is declarative: the model class, LoRA presets, where a soft prompt goes, and the four
+hooks where families differ:
+
+- :meth:`LvlmView.image_tokens`: the token ids one image placeholder expands into (a run of image
+  tokens; Idefics3's tile tags around them);
+- :meth:`LvlmView.batch_images`: pixel inputs batched per record (Idefics3's 5-D ``pixel_values``);
+- :attr:`LvlmView.end_of_turn`: the token that ends an answer, supervised, appended when the template
+  does not write it and never doubled;
+- :meth:`LvlmView.extra_text_inputs`: per-token inputs built with the labels (Qwen2-VL's
+  ``mm_token_type_ids``, PaliGemma's ``token_type_ids``).
 """
 
 from __future__ import annotations
@@ -22,31 +34,36 @@ from torch import nn
 from tunevl.data.images import image_size, load_image
 from tunevl.errors import DataError
 from tunevl.losses.sequence import IGNORE_INDEX
+from tunevl.models.chat import PROMPT, RESPONSE, SOFT, normalise_messages, record_images, tokenize_pieces
+
+__all__ = ["SOFT_PROMPT_POSITIONS", "LvlmView", "SoftCappedHead", "SoftPrompt", "normalise_messages", "record_images"]
 
 SOFT_PROMPT_POSITIONS = ("after_image", "before_response", "start")
 
 
-def record_images(record: dict) -> list:
-    images = record.get("images")
-    if images is None:
-        images = [record["image"]] if record.get("image") is not None else []
-    return list(images)
+class SoftPrompt(nn.Module):
+    """``[num_tokens, hidden]`` learned embeddings; calling the module returns them."""
+
+    def __init__(self, num_tokens: int, hidden_size: int, position: str = "after_image"):
+        super().__init__()
+        self.position = position
+        self.num_tokens = num_tokens  # a plain int: reading the weight's shape under ZeRO-3 would gather it
+        self.weight = nn.Parameter(torch.zeros(num_tokens, hidden_size))
+
+    def forward(self) -> torch.Tensor:
+        # A copy, so the result outlives ZeRO-3 releasing the gathered parameter after this call.
+        return self.weight.clone()
 
 
-def normalise_messages(messages: list[dict], n_images: int) -> list[dict]:
-    """Content as item lists; images the messages do not place go first in the first user turn."""
-    out = []
-    for m in messages:
-        content = m["content"]
-        items = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(c) for c in content]
-        out.append({**m, "content": items})
-    placed = sum(c["type"] == "image" for m in out for c in m["content"])
-    if placed == 0 and n_images:
-        first_user = next(i for i, m in enumerate(out) if m["role"] == "user")
-        out[first_user]["content"] = [{"type": "image"}] * n_images + out[first_user]["content"]
-    elif placed != n_images:
-        raise DataError(f"the messages place {placed} images but the record has {n_images}")
-    return out
+class SoftCappedHead(nn.Module):
+    """``cap * tanh(head(x) / cap)``: an output head with Gemma 2's final logit soft-capping."""
+
+    def __init__(self, head: nn.Module, cap: float):
+        super().__init__()
+        self.head, self.cap = head, float(cap)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head(hidden) / self.cap) * self.cap
 
 
 class LvlmView:
@@ -65,6 +82,11 @@ class LvlmView:
     image_anchor: ClassVar[str] = ""
     #: Keys of a collated batch that the inner model takes.
     model_input_names: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "pixel_values")
+    #: The token that ends an assistant turn (None: the tokenizer's eos).
+    end_of_turn: ClassVar[str | None] = None
+    #: Module-name prefixes that QLoRA leaves unquantised by default: the vision tower, projector and output head
+    #: (bitsandbytes' ``llm_int8_skip_modules`` match from the start of the name).
+    unquantized_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module, processor: Any, config=None):
         self.model = model
@@ -75,29 +97,50 @@ class LvlmView:
         self._soft_mask: torch.Tensor | None = None
         self._install_hooks()
 
-    @staticmethod
-    def inference_class():
-        """What ``tunevl.load`` returns for bundles of this family."""
-        from tunevl.inference_lvlm import Generator
-
-        return Generator
-
     # ---- loading -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, config, torch_dtype=None) -> "LvlmView":
         import transformers
 
         from tunevl.models.registry import resolve_dtype
-        from tunevl.models.tiny_lvlm import resolve
+        from tunevl.models.tiny import resolve_builtin
 
-        path = resolve(config.name_or_path)
+        path = resolve_builtin(config.name_or_path)
         kwargs = dict(revision=config.revision, trust_remote_code=config.trust_remote_code)
         dtype = torch_dtype or resolve_dtype(config.dtype)  # no training context: bf16 on a bf16 GPU
-        model = getattr(transformers, cls.model_class).from_pretrained(path, dtype=dtype, **kwargs)
+        quantization = getattr(config, "quantization", None)
+        extra = {"quantization_config": cls.quantization_config(quantization)} if quantization else {}
+        model = getattr(transformers, cls.model_class).from_pretrained(path, dtype=dtype, **kwargs, **extra)
+        for module in model.modules():
+            # bitsandbytes repacks 4-bit weights for CPU inference at the first eval-mode forward, for good:
+            # a training step after an evaluation then fails (layers with a bias), and the state dict changes.
+            if getattr(module, "support_avx512bf16_for_cpu", False):
+                module.support_avx512bf16_for_cpu = False
         processor = cls.load_processor(path, **kwargs)
         cls.apply_processor_kwargs(processor, getattr(config, "processor_kwargs", None) or {})
         model.requires_grad_(False)
         return cls(model, processor, config)
+
+    @classmethod
+    def quantization_config(cls, settings: dict):
+        """``transformers.BitsAndBytesConfig`` of ``model.quantization`` (QLoRA, Dettmers et al. 2023,
+        https://arxiv.org/abs/2305.14314); the vision tower, projector and head are skipped by default.
+
+        What peft's ``prepare_model_for_kbit_training`` does for a text model is done here in other ways: the
+        base stays frozen, trained tensors are fp32 (the loop), and checkpointing is non-reentrant, so no
+        input-embedding hook is needed and a frozen vision tower still runs without autograd.
+        """
+        from transformers import BitsAndBytesConfig
+
+        settings = dict(settings)
+        settings.setdefault("llm_int8_skip_modules", list(cls.unquantized_modules))
+        return BitsAndBytesConfig(**settings)
+
+    @property
+    def quantized(self) -> bool:
+        """True when the base model's linear layers are bitsandbytes-quantised (QLoRA)."""
+        base = self.base_model
+        return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
 
     @classmethod
     def load_processor(cls, path: str, **kwargs):
@@ -129,7 +172,15 @@ class LvlmView:
 
     @property
     def lm_head_module(self) -> nn.Module:
-        return self.base_model.lm_head
+        """The output head as the model applies it: Gemma 2's final logit soft-capping included (PaliGemma 2)."""
+        head = self.base_model.lm_head
+        cap = getattr(self.base_model.config.get_text_config(), "final_logit_softcapping", None)
+        if cap is None:
+            return head
+        capped = self.__dict__.get("_capped_head")
+        if capped is None or capped.head is not head:
+            capped = self.__dict__["_capped_head"] = SoftCappedHead(head, cap)
+        return capped
 
     @property
     def tokenizer(self):
@@ -158,8 +209,6 @@ class LvlmView:
         return {f"soft_prompt.{sp.position}": sp.weight} if sp is not None and sp.weight.requires_grad else {}
 
     def load_extras(self, tensors: dict[str, torch.Tensor]) -> None:
-        from tunevl.adapters.soft_prompt import SoftPrompt
-
         for name, value in tensors.items():
             kind, _, position = name.partition(".")
             if kind != "soft_prompt":
@@ -178,7 +227,7 @@ class LvlmView:
     def external_parameters(self) -> list[nn.Parameter]:
         return [self.soft_prompt.weight] if self.soft_prompt is not None else []
 
-    # ---- hooks -------------------------------------------------------------------------------
+    # ---- module hooks ----------------------------------------------------------------------
     def _install_hooks(self) -> None:
         for module in self.vision_trunk():
             module.register_forward_pre_hook(self._enter_frozen)
@@ -202,27 +251,81 @@ class LvlmView:
 
     def _after_embedding(self, module, args, output):
         mask = self._soft_mask
-        if mask is not None and self.soft_prompt is not None and output.shape[:2] == mask.shape:
-            vectors = self.soft_prompt().to(output.dtype)  # called as a module: ZeRO-3 gathers it
-            slot = (mask.long().cumsum(1) - 1).clamp(min=0)
-            output = torch.where(mask.unsqueeze(-1), vectors[slot], output)
-        return output
+        if mask is None or self.soft_prompt is None or output.shape[1] != mask.shape[1] or output.shape[0] % mask.shape[0]:
+            return output
+        if output.shape[0] != mask.shape[0]:  # generate expanded the batch (beams, num_return_sequences)
+            mask = mask.repeat_interleave(output.shape[0] // mask.shape[0], dim=0)
+        vectors = self.soft_prompt().to(output.dtype)  # called as a module: ZeRO-3 gathers it
+        slot = (mask.long().cumsum(1) - 1).clamp(min=0)
+        return torch.where(mask.unsqueeze(-1), vectors[slot], output)
 
     @contextlib.contextmanager
     def soft_prompt_mask(self, mask: torch.Tensor | None):
-        """Within the context, embeddings at ``mask`` positions are replaced by the soft prompt."""
+        """Within the context, embeddings at ``mask`` positions are replaced by the soft prompt.
+
+        A batch that ``generate`` expands (``num_beams``, ``num_return_sequences``: each row repeated
+        in place) gets the mask expanded the same way.
+        """
         previous, self._soft_mask = self._soft_mask, mask
         try:
             yield
         finally:
             self._soft_mask = previous
 
-    # ---- conversations to tokens ------------------------------------------------------------
+    # ---- family hooks --------------------------------------------------------------------------
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        """The conversation as text, image placeholders included (the family's chat template)."""
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
-    def _pieces(self, messages: list[dict], add_generation_prompt: bool) -> list[tuple[str, bool]]:
-        """``(text, is_response)`` pieces whose concatenation is the rendered conversation."""
+    def num_image_tokens(self, image) -> int:
+        """Image tokens one image expands to (anything with a ``size``, as pre-flight reads headers only)."""
+        raise NotImplementedError
+
+    def image_layout(self, image) -> Any:
+        """What :meth:`image_tokens` needs to expand an image, from its size: a token count by default."""
+        return self.num_image_tokens(image)
+
+    def image_tokens(self, layout) -> list[int]:
+        """Hook: the token ids one image placeholder expands into (``layout`` from :meth:`process_images`)."""
+        return [self.image_token_id] * int(layout)
+
+    @property
+    def image_token_id(self) -> int:
+        return self.base_model.config.image_token_id
+
+    @property
+    def end_of_turn_id(self) -> int | None:
+        """Hook: id of the token that ends an answer (:attr:`end_of_turn`, else the tokenizer's eos)."""
+        tok = self.tokenizer
+        return tok.convert_tokens_to_ids(self.end_of_turn) if self.end_of_turn else tok.eos_token_id
+
+    def process_images(self, images: list) -> tuple[dict[str, torch.Tensor], list]:
+        """Image-processor outputs for a flat list of images, and each image's layout (its token count for
+        most families). Record-aligned batches go through :meth:`batch_images`."""
+        raise NotImplementedError
+
+    def batch_images(self, images_per_record: list[list]) -> tuple[dict[str, torch.Tensor], list[list]]:
+        """Hook: pixel inputs for a batch, given each record's images, and the layouts per record.
+
+        Families whose pixel batch is one flat stack of images (LLaVA, Qwen2-VL, PaliGemma) concatenate;
+        Idefics3 stacks per record (5-D ``pixel_values`` with ``pixel_attention_mask``).
+        """
+        flat = [im for images in images_per_record for im in images]
+        inputs, layouts = self.process_images(flat) if flat else ({}, [])
+        out, k = [], 0
+        for images in images_per_record:
+            out.append(list(layouts[k : k + len(images)]))
+            k += len(images)
+        return inputs, out
+
+    def extra_text_inputs(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Hook: per-token inputs the model takes besides the ids, built from a padded batch's ids and
+        labels (None for generation prompts): Qwen2-VL's ``mm_token_type_ids``, PaliGemma's ``token_type_ids``."""
+        return {}
+
+    # ---- conversations to tokens ------------------------------------------------------------
+    def _pieces(self, messages: list[dict], add_generation_prompt: bool) -> list[tuple[str, str]]:
+        """``(text, kind)`` pieces, prompt or response, whose concatenation is the rendered conversation."""
         pieces, done = [], ""
         for k, message in enumerate(messages):
             if message["role"] != "assistant":
@@ -231,45 +334,51 @@ class LvlmView:
             if not prompt.startswith(done) or not full.startswith(prompt):
                 raise DataError(f"the {self.family} chat template does not render turn {k} as a continuation of the previous turns")
             response = full[len(prompt):].rstrip()  # trailing template whitespace is not the answer
-            pieces += [(prompt[len(done):], False), (response, True)]
+            pieces += [(prompt[len(done):], PROMPT), (response, RESPONSE)]
             done = prompt + response
         ends_with_answer = bool(messages) and messages[-1]["role"] == "assistant"
         if not ends_with_answer or add_generation_prompt:
             rest = self.render(messages, add_generation_prompt)
             if not rest.startswith(done):
                 raise DataError(f"the {self.family} chat template does not render the last turn as a continuation")
-            pieces.append((rest[len(done):], False))
+            pieces.append((rest[len(done):], PROMPT))
         return pieces
 
-    def num_image_tokens(self, image) -> int:
-        """Placeholder tokens one image expands to."""
-        raise NotImplementedError
+    def _add_special_tokens(self, text: str) -> bool:
+        # As the processor's apply_chat_template: no bos added to a template that writes its own.
+        bos = self.tokenizer.bos_token
+        return not (bos and text.startswith(bos))
 
     def encode(
         self, messages: list[dict], images: list, *, add_generation_prompt: bool = False, image_token_counts=None
     ) -> dict[str, list]:
-        """Token ids, labels (response tokens only) and soft-prompt slots of one conversation, images expanded."""
-        tok = self.tokenizer
+        """Token ids, labels (answers and their end tokens) and soft-prompt slots of one conversation, images expanded.
+
+        Args:
+            messages: The conversation (see the module doc).
+            images: Its images (PIL, paths, or anything with a ``size`` when only lengths matter).
+            add_generation_prompt: End with the template's prompt for the next answer.
+            image_token_counts: Each image's layout as :meth:`process_images` / :meth:`batch_images` returned
+                it (a token count for most families); computed from the image sizes when None.
+        """
         messages = normalise_messages(messages, len(images))
         pieces = self._pieces(messages, add_generation_prompt)
         n_soft = self.soft_prompt.num_tokens if self.soft_prompt is not None else 0
         if n_soft:
             pieces = self._split_for_soft_prompt(pieces)
+        text = "".join(t for t, _ in pieces)
+        eot, pad = self.end_of_turn_id, self.tokenizer.pad_token_id
         ids: list[int] = []
         labels: list[int] = []
         soft: list[bool] = []
-        for i, (text, kind) in enumerate(pieces):
-            if kind == "soft":
-                ids += [tok.pad_token_id] * n_soft
-                labels += [IGNORE_INDEX] * n_soft
-                soft += [True] * n_soft
-                continue
-            piece = tok(text, add_special_tokens=(i == 0))["input_ids"]
-            if kind is True and tok.eos_token_id is not None and tok.eos_token_id not in piece:
-                piece = piece + [tok.eos_token_id]  # LLaVA-1.5's template ends turns without eos: learn to stop
+        for (_, kind), piece in zip(pieces, tokenize_pieces(self.tokenizer, pieces, self._add_special_tokens(text))):
+            if kind == SOFT:
+                piece = [pad] * n_soft
+            elif kind == RESPONSE and eot is not None and piece[-1:] != [eot]:
+                piece = piece + [eot]  # LLaVA-1.5's template ends turns without eos: learn to stop, once
             ids += piece
-            labels += piece if kind is True else [IGNORE_INDEX] * len(piece)
-            soft += [False] * len(piece)
+            labels += piece if kind == RESPONSE else [IGNORE_INDEX] * len(piece)
+            soft += [kind == SOFT] * len(piece)
         return self._expand_images(ids, labels, soft, images, image_token_counts)
 
     def _split_for_soft_prompt(self, pieces):
@@ -283,86 +392,73 @@ class LvlmView:
             cut = len(text)  # no image: just before the first response
         else:
             raise ValueError(f"soft prompt position must be one of {SOFT_PROMPT_POSITIONS}, got {position!r}")
-        return [(text[:cut], kind), ("", "soft"), (text[cut:], kind), *pieces[1:]]
+        return [(text[:cut], kind), ("", SOFT), (text[cut:], kind), *pieces[1:]]
 
-    def _expand_images(self, ids, labels, soft, images, counts) -> dict[str, list]:
+    def _expand_images(self, ids, labels, soft, images, layouts) -> dict[str, list]:
         image_id = self.image_token_id
         found = sum(1 for t in ids if t == image_id)
         if found != len(images):
             raise DataError(f"the rendered conversation has {found} image tokens but the record has {len(images)} images")
-        counts = list(counts) if counts is not None else [self.num_image_tokens(im) for im in images]
+        layouts = list(layouts) if layouts is not None else [self.image_layout(im) for im in images]
         out_ids, out_labels, out_soft, k = [], [], [], 0
         for t, lab, s in zip(ids, labels, soft):
-            n = 1
+            expanded = [t]
             if t == image_id:
-                n, k = counts[k], k + 1
-            out_ids += [t] * n
-            out_labels += [lab if t != image_id else IGNORE_INDEX] * n
-            out_soft += [s] * n
+                expanded, k, lab = self.image_tokens(layouts[k]), k + 1, IGNORE_INDEX
+            out_ids += expanded
+            out_labels += [lab] * len(expanded)
+            out_soft += [s] * len(expanded)
         return {"input_ids": out_ids, "labels": out_labels, "soft_prompt_mask": out_soft}
 
-    @property
-    def image_token_id(self) -> int:
-        return self.base_model.config.image_token_id
-
     # ---- batches -------------------------------------------------------------------------------
-    def process_images(self, images: list) -> tuple[dict[str, torch.Tensor], list[int]]:
-        """Image-processor outputs for the model and the token count of each image."""
-        raise NotImplementedError
-
     def collate(self, records: list[dict], fields: set[str] | None = None, *, add_generation_prompt: bool = False,
                 padding_side: str = "right", hidden_image: bool = True) -> dict[str, Any]:
-        """Conversation records to a padded batch (``labels`` cover assistant tokens only).
+        """Conversation records to a padded batch (``labels`` cover the answers and their end tokens).
 
-        A training batch without images gets one masked-out blank image (``hidden_image``; see
-        :meth:`_collate_with_hidden_image`).
+        Training batches are cut to ``model.max_length`` (pre-flight checks that no cut reaches into image
+        tokens); generation prompts never are. A training batch without images gets one masked-out blank
+        image (``hidden_image``; see :meth:`_hide_image`).
         """
         if fields is not None and "messages" not in fields:  # every objective collates its own sequences
             return {"index": torch.tensor([r.get("index", -1) for r in records])}
-        all_images, per_record = [], []
-        for r in records:
-            images = [load_image(im) for im in record_images(r)]
-            per_record.append(images)
-            all_images += images
-        if not all_images and hidden_image and not add_generation_prompt:
-            return self._collate_with_hidden_image(records)
-        image_inputs, counts = self.process_images(all_images) if all_images else ({}, [])
-        encoded, k = [], 0
-        for r, images in zip(records, per_record):
-            enc = self.encode(r["messages"], images, add_generation_prompt=add_generation_prompt,
-                              image_token_counts=counts[k : k + len(images)])
-            k += len(images)
-            if self.max_length is not None:
+        per_record = [[load_image(im) for im in record_images(r)] for r in records]
+        image_inputs, layouts = self.batch_images(per_record) if any(per_record) else ({}, [[] for _ in records])
+        encoded = []
+        for r, images, layout in zip(records, per_record, layouts):
+            enc = self.encode(r["messages"], images, add_generation_prompt=add_generation_prompt, image_token_counts=layout)
+            if self.max_length is not None and not add_generation_prompt:
                 enc = {key: v[: self.max_length] for key, v in enc.items()}
             encoded.append(enc)
-        batch = self._pad(encoded, padding_side)
+        if hidden_image and not add_generation_prompt and not any(per_record):
+            image_inputs = self._hide_image(encoded)
+        batch = self.pad(encoded, padding_side)
         batch.update(image_inputs)
         batch["index"] = torch.tensor([r.get("index", -1) for r in records])
         return batch
 
-    def _collate_with_hidden_image(self, records: list[dict]) -> dict[str, Any]:
-        """A batch without images, plus one blank image the model sees but no token attends to.
+    def _hide_image(self, encoded: list[dict]) -> dict[str, torch.Tensor]:
+        """One blank image for a batch without images, which the model sees but no token attends to.
 
-        Every rank then runs the vision tower and projector through the model's own path, in the same
-        order, forward and backward (ZeRO-3 gathers parameters collectively in call order; DDP expects
-        every trainable weight in the graph). Masked out and unlabelled, it changes no loss or gradient.
+        Its tokens are appended to the first record, masked out and unlabelled. Every rank then runs the
+        vision tower and projector through the model's own path, in the same order, forward and backward
+        (ZeRO-3 gathers parameters collectively in call order; DDP expects every trainable weight in the
+        graph), and no loss or gradient changes. Returns the pixel inputs.
         """
         from PIL import Image
 
-        batch = self.collate(records, hidden_image=False)
-        image_inputs, counts = self.process_images([Image.new("RGB", (32, 32))])
-        n = counts[0]
-        extra = {"input_ids": self.image_token_id, "labels": IGNORE_INDEX, "soft_prompt_mask": False, "attention_mask": 0}
-        b = batch["input_ids"].shape[0]
-        for key, fill in extra.items():
-            pad = torch.full((b, n), fill, dtype=batch[key].dtype)
-            pad[1:] = {"input_ids": self.tokenizer.pad_token_id}.get(key, fill)  # only row 0 holds the image
-            batch[key] = torch.cat([batch[key], pad], dim=1)
-        batch.update(self.extra_text_inputs(batch["input_ids"]))
-        batch.update(image_inputs)
-        return batch
+        image_inputs, layouts = self.batch_images([[Image.new("RGB", (32, 32))]] + [[] for _ in encoded[1:]])
+        tokens = self.image_tokens(layouts[0][0])
+        first = encoded[0]
+        encoded[0] = {
+            "input_ids": first["input_ids"] + tokens,
+            "labels": first["labels"] + [IGNORE_INDEX] * len(tokens),
+            "soft_prompt_mask": first["soft_prompt_mask"] + [False] * len(tokens),
+            "attention_mask": first.get("attention_mask", [1] * len(first["input_ids"])) + [0] * len(tokens),
+        }
+        return image_inputs
 
-    def _pad(self, encoded: list[dict], side: str) -> dict[str, torch.Tensor]:
+    def pad(self, encoded: list[dict], side: str = "right") -> dict[str, torch.Tensor]:
+        """:meth:`encode` outputs to a ``side``-padded batch, with the family's per-token inputs."""
         width = max(len(e["input_ids"]) for e in encoded)
         pad_values = {"input_ids": self.tokenizer.pad_token_id, "labels": IGNORE_INDEX, "soft_prompt_mask": False, "attention_mask": 0}
         out: dict[str, list] = {k: [] for k in pad_values}
@@ -373,12 +469,10 @@ class LvlmView:
                 row = e[key]
                 out[key].append(row + [fill] * gap if side == "right" else [fill] * gap + row)
         batch = {k: torch.tensor(v) for k, v in out.items()}
-        batch.update(self.extra_text_inputs(batch["input_ids"]))
+        batch.update(self.extra_text_inputs(batch["input_ids"], batch["labels"]))
         return batch
 
-    def extra_text_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Family-specific per-token inputs (Qwen2-VL's ``mm_token_type_ids``)."""
-        return {}
+    _pad = pad  # the name objectives written before the hooks use
 
     def check_lengths(self, records, max_length: int | None = None) -> dict[str, int]:
         """Pre-flight: error if truncation to ``max_length`` would cut into image tokens or leave no answer.
@@ -438,4 +532,3 @@ class LvlmView:
         from tunevl.losses import sequence_logps
 
         return sequence_logps(self.last_hidden_state(batch), self.lm_head_module, batch["labels"], chunk_size=chunk_size)
-

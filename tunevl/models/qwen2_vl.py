@@ -7,19 +7,11 @@ language model uses multimodal RoPE, whose positions come from ``mm_token_type_i
 from __future__ import annotations
 
 import torch
-from transformers import Qwen2VLProcessor
 
 from tunevl.models.lvlm import LvlmView
+from tunevl.models.processors import Qwen2VLImageOnlyProcessor
 
 _LM = r"model\.language_model\.layers\.\d+"
-
-
-class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
-    """Qwen2-VL's processor without the video processor (which needs torchvision)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                         chat_template=chat_template, **kwargs)
 
 
 class Qwen2VLView(LvlmView):
@@ -33,12 +25,15 @@ class Qwen2VLView(LvlmView):
         "vision-attention": r"model\.visual\.blocks\.\d+\.attn\.(qkv|proj)",
     }
     lora_modules_to_save_presets = {"projector": ["merger"]}
+    unquantized_modules = ("model.visual", "lm_head")
     image_anchor = "<|vision_end|>"
+    end_of_turn = "<|im_end|>"
     model_input_names = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+    processor_class = Qwen2VLImageOnlyProcessor  # AutoProcessor would want a video processor (torchvision)
 
     @classmethod
     def load_processor(cls, path, **kwargs):
-        return Qwen2VLImageOnlyProcessor.from_pretrained(path, **kwargs)
+        return cls.processor_class.from_pretrained(path, **kwargs)
 
     @classmethod
     def apply_processor_kwargs(cls, processor, kwargs):
@@ -72,7 +67,7 @@ class Qwen2VLView(LvlmView):
                               min_pixels=ip.size["shortest_edge"], max_pixels=ip.size["longest_edge"])
         return (h2 // ip.patch_size) * (w2 // ip.patch_size) // ip.merge_size**2
 
-    def extra_text_inputs(self, input_ids):
+    def extra_text_inputs(self, input_ids, labels=None):
         return {"mm_token_type_ids": (input_ids == self.image_token_id).int()}
 
     def image_features(self, image_inputs) -> torch.Tensor:

@@ -13,7 +13,8 @@ class Objective(nn.Module):
     """Base class of weighted training objectives.
 
     Subclasses set ``requires`` (record fields every record must carry), ``families``
-    (views that can serve them) and implement :meth:`encode` and :meth:`loss`. The total
+    (views that can serve them: a kind from the family registry, ``tunevl.models.registry.GENERATIVE``
+    or ``DUAL_ENCODER``, so a new family needs no edit here) and implement :meth:`encode` and :meth:`loss`. The total
     training loss is ``sum(weight * term)`` over every objective's named terms.
 
     **Batch layout.** The view collates the shared fields (``pixel_values``, the record's own

@@ -11,6 +11,7 @@ from tunevl.data.augment import Augment, augment_image
 from tunevl.data.images import load_image
 from tunevl.eval.zeroshot import check_templates
 from tunevl.losses import classification_loss
+from tunevl.models.registry import DUAL_ENCODER
 from tunevl.objectives.base import Objective
 from tunevl.objectives.feature_cache import FeatureCache, cache_blocker
 
@@ -46,7 +47,7 @@ class Classification(Objective):
     """
 
     requires = frozenset({"image", "label"})
-    families = ("clip", "siglip")
+    families = DUAL_ENCODER
 
     def __init__(self, weight: float = 1.0, loss: Literal["softmax", "sigmoid"] = "softmax",
                  templates: str | list[str] = "a photo of a {}.", classnames: list[str] | str | None = None,

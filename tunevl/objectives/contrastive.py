@@ -8,6 +8,7 @@ import torch
 
 from tunevl.losses import info_nce, sigmoid_loss
 from tunevl.losses.distributed import world_info
+from tunevl.models.registry import DUAL_ENCODER
 from tunevl.objectives.base import Objective
 
 
@@ -43,7 +44,7 @@ class Contrastive(_ImageTextPairs):
             (O(B·WB) memory instead of O((WB)²)); the loss and gradients are unchanged.
     """
 
-    families = ("clip", "siglip")
+    families = DUAL_ENCODER
 
     def __init__(self, weight: float = 1.0, local_loss: bool = False):
         super().__init__(weight)
@@ -70,7 +71,7 @@ class Sigmoid(_ImageTextPairs):
         weight: Multiplier in the total loss.
     """
 
-    families = ("siglip", "clip")
+    families = DUAL_ENCODER
 
     def loss(self, image_embeds, text_embeds, logit_scale, logit_bias=None) -> dict[str, torch.Tensor]:
         return {"sigmoid": sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias, sizes=equal_sizes(image_embeds))}

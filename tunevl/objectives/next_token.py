@@ -8,6 +8,7 @@ import torch
 
 from tunevl.losses import next_token_loss
 from tunevl.losses.sequence import sequence_token_counts
+from tunevl.models.registry import GENERATIVE
 from tunevl.objectives.base import Objective
 
 
@@ -26,7 +27,7 @@ class NextToken(Objective):
     """
 
     requires = frozenset({"messages"})
-    families = ("llava", "qwen2_vl")
+    families = GENERATIVE
 
     def __init__(self, weight: float = 1.0, chunk_size: int = 1024):
         super().__init__(weight)

@@ -68,7 +68,7 @@ def drop_soft_prompt(view, batch: dict[str, Any]) -> dict[str, Any]:
     keep = ~mask
     for key in _TOKEN_KEYS:
         out[key] = batch[key][keep].view(mask.shape[0], -1)
-    out.update(view.extra_text_inputs(out["input_ids"]))
+    out.update(view.extra_text_inputs(out["input_ids"], out.get("labels")))
     return out
 
 

@@ -1,8 +1,7 @@
-"""Load a trained bundle into inference code in one call: ``m = tunevl.load(path_or_hub_id)``."""
+"""What ``tunevl.load`` returns for dual-encoder bundles (CLIP, SigLIP): embeddings and zero-shot classification."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -110,47 +109,3 @@ class DualEncoder:
         if bias is not None:
             logits = logits + bias.cpu()
         return logits.softmax(dim=-1)
-
-
-def resolve_device(device="auto") -> torch.device:
-    """``auto`` (or None): the GPU when there is one, else the CPU; anything else as ``torch.device`` reads it."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        from tunevl.errors import BundleError
-
-        raise BundleError(f"device: {device!r} is not a device (auto, cpu, cuda, cuda:1, ...): {err}") from None
-
-
-def load(
-    path_or_id: str | Path,
-    *,
-    revision: str | None = None,
-    trust_remote_code: bool = False,
-    device="auto",
-    base_model: str | None = None,
-    base_revision: str | None = None,
-):
-    """Rebuild the inference object of a bundle from a local folder or a Hub repo id.
-
-    Args:
-        path_or_id: A bundle folder (``train.output_dir``) or ``user/repo`` on the Hub.
-        revision: Hub revision of the bundle.
-        trust_remote_code: Allow code shipped with the base checkpoint to run.
-        device: Where to put the model: ``auto`` (default) is the GPU when there is one, else the CPU;
-            or ``cuda``, ``cuda:1``, ``cpu``...
-        base_model: A copy of the base model to use instead of the recorded id or path; its
-            config must hash to the recorded value.
-        base_revision: Revision of ``base_model``.
-
-    Raises:
-        BundleError: newer ``format_version``, a different base model, or a LoRA that matches no module.
-    """
-    from tunevl.adapters.bundle import load_bundle
-
-    view = load_bundle(
-        path_or_id, revision=revision, trust_remote_code=trust_remote_code, base_model=base_model, base_revision=base_revision
-    )
-    return view.inference_class()(view).to(resolve_device(device))

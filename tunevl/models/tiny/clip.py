@@ -16,28 +16,13 @@ it would pool at ``input_ids.argmax()``; see PITFALLS.md).
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import json
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where used: resolve_builtin (tunevl validate) must stay light
     from transformers import CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
-__all__ = [
-    "BUILTIN_MODELS",
-    "BuiltinModelError",
-    "TINY_CLIP_SPEC",
-    "build_tiny_clip",
-    "build_tiny_tokenizer",
-    "resolve_builtin",
-    "save_tiny_clip",
-    "sha256_file",
-    "verify_manifest",
-    "write_manifest",
-]
+__all__ = ["TINY_CLIP_SPEC", "build_tiny_clip", "build_tiny_tokenizer", "save_tiny_clip"]
 
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
 
@@ -53,10 +38,6 @@ TINY_CLIP_SPEC: dict[str, int] = {
     "max_position_embeddings": 77,
     "bpe_vocab_size": 1024,  # BPE target; the fixed corpus yields fewer tokens (851)
 }
-
-#: Builtin alias -> folder under ``tunevl/assets``.
-BUILTIN_MODELS: dict[str, str] = {"tiny-clip": "tiny-clip"}
-MANIFEST = "MANIFEST.json"
 
 # The tokenizer corpus: the synthetic-shapes vocabulary, repeated so each word becomes
 # one token, plus generic English so arbitrary text splits into sensible pieces (byte
@@ -171,75 +152,3 @@ def save_tiny_clip(path: str | Path, model: CLIPModel, processor: CLIPProcessor)
     model.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
     return path
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_manifest(folder: str | Path, **info) -> Path:
-    """Write ``MANIFEST.json`` with the SHA-256 of every file in ``folder`` plus ``info``."""
-    folder = Path(folder)
-    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
-    out = folder / MANIFEST
-    out.write_text(json.dumps({"files": files, **info}, indent=2) + "\n", encoding="utf-8")
-    return out
-
-
-class BuiltinModelError(RuntimeError):
-    """A shipped model folder is missing or does not match its manifest."""
-
-
-def verify_manifest(folder: str | Path) -> None:
-    """Check every file listed in ``folder/MANIFEST.json`` against its SHA-256.
-
-    Raises:
-        BuiltinModelError: the manifest or a file is missing, or a hash differs.
-    """
-    folder = Path(folder)
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        raise BuiltinModelError(f"{manifest} is missing; reinstall tunevl or run scripts/make_tiny_models.py")
-    files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-    for name, expected in files.items():
-        p = folder / name
-        if not p.is_file():
-            raise BuiltinModelError(f"{p} is missing (listed in {manifest})")
-        actual = sha256_file(p)
-        if actual != expected:
-            raise BuiltinModelError(
-                f"{p} is corrupted or was modified: sha256 {actual} != {expected} recorded in {manifest}; "
-                "reinstall tunevl or regenerate with scripts/make_tiny_models.py"
-            )
-
-
-# Tiny models built deterministically on first use and cached (``$TUNEVL_CACHE`` or ~/.cache/tunevl).
-BUILT_ON_DEMAND: dict[str, tuple[str, str, tuple]] = {
-    "tiny-siglip": ("tunevl.models.tiny_siglip", "ensure_tiny_siglip", ()),
-    "tiny-llava": ("tunevl.models.tiny_lvlm", "ensure_tiny", ("tiny-llava",)),
-    "tiny-qwen2-vl": ("tunevl.models.tiny_lvlm", "ensure_tiny", ("tiny-qwen2-vl",)),
-}
-
-
-def resolve_builtin(name_or_path: str) -> str:
-    """Map a builtin alias (``"tiny-clip"``) to its verified shipped folder.
-
-    Any other string (a local path or Hub id) is returned unchanged. An alias wins
-    over a local folder of the same name; use ``./tiny-clip`` for the folder.
-
-    Raises:
-        BuiltinModelError: the shipped files fail their SHA-256 check.
-    """
-    if name_or_path in BUILT_ON_DEMAND:
-        module, fn, args = BUILT_ON_DEMAND[name_or_path]
-        return getattr(importlib.import_module(module), fn)(*args)
-    if name_or_path not in BUILTIN_MODELS:
-        return name_or_path
-    folder = Path(str(resources.files("tunevl") / "assets" / BUILTIN_MODELS[name_or_path])).resolve()
-    verify_manifest(folder)
-    return str(folder)
