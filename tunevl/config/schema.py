@@ -353,7 +353,7 @@ def _preset_names(family: str) -> list[str]:
     from tunevl.config.lazy_signature import dict_keys
     from tunevl.models import FAMILIES
 
-    module, cls = FAMILIES[family].split(":")
+    module, cls = FAMILIES[family].view.split(":")
     names = [dict_keys(module, cls, attr) for attr in ("lora_presets", "lora_modules_to_save_presets")]
     if names[0] is None:
         from tunevl.models import get_family
