@@ -356,9 +356,9 @@ CASES: list[Case] = [
          lambda w: ["no space left on device"], keep=lambda w: [w.tmp / "run" / n for n in _BUNDLE]),
     # ---- the command line -----------------------------------------------------------------------------
     Case("cli-missing-model", lambda w: ["train", "quickstart", *_run_overrides(w.tmp / "o"), "model.name_or_path=openai/clip-vit-nonexistent"],
-         lambda w: ["model.name_or_path 'openai/clip-vit-nonexistent'"]),
+         lambda w: ["model.name_or_path", "'openai/clip-vit-nonexistent'", "config.json"]),
     Case("cli-unknown-family", lambda w: ["train", "quickstart", *_run_overrides(w.tmp / "o"), f"model.name_or_path={w.tmp}"],
-         lambda w: ["model", "set model.family"]),
+         lambda w: ["model.name_or_path", "no config.json"]),
     Case("cli-synth-count", lambda w: ["data", "synth", "--out", str(w.tmp / "d"), "--num-samples", "0"], lambda w: ["--num-samples", ">= 1"]),
     Case("cli-lvlm-eval-no-candidates", lambda w: ["eval", str(_lvlm_bundle(w)), "--data", str(w.jsonl("q.jsonl", [{"messages": [USER], "images": [w.image("q.png")]}]))],
          lambda w: ["q.jsonl:1", "record 0", "'candidates'"]),

@@ -64,7 +64,7 @@ def test_recipes_name_real_checkpoints_with_the_official_settings():
     dpo.validate()
     assert dpo.tree["objectives"][0]["_component_"] == "dpo" and dpo.tree["objectives"][0]["beta"] == 0.1
     assert dpo.tree["data"]["eval"]["_component_"] == "pope"
-    bad = tunevl.load_recipe("lvlm/svco_llava", ["model.name_or_path=openai/clip-vit-base-patch16"])
+    bad = tunevl.load_recipe("lvlm/svco_llava", ["model.name_or_path=openai/clip-vit-base-patch16", "model.family=clip"])
     with pytest.raises(tunevl.config.RecipeError, match="'svco' cannot train a clip model"):
         bad.validate()
 

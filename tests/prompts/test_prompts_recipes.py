@@ -28,7 +28,7 @@ def test_prompt_recipes_validate_and_name_real_checkpoints():
     (["adapters.cocop={}"], r"adapters\.cocop: unknown adapter kind; did you mean 'cocoop'\? \(kinds: lora, soft_prompt, coop, cocoop, visual_prompt\)"),
     (["objectives.0.loss=hinge"], r"objectives\.0\.loss: expected one of 'softmax', 'sigmoid'"),
     (["objectives.0.augment=crop"], r"objectives\.0\.augment: expected one of 'none', 'flip', 'crop_flip'"),
-    (["model.name_or_path=llava-hf/llava-1.5-7b-hf"], r"cannot train a llava model|prompt adapters serve dual encoders"),
+    (["model.name_or_path=llava-hf/llava-1.5-7b-hf", "model.family=llava"], r"cannot train a llava model|prompt adapters serve dual encoders"),
 ])
 def test_bad_prompt_recipes_are_one_line_errors(overrides, message):
     recipe = tunevl.load_recipe("clip/coop", overrides)

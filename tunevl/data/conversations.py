@@ -29,7 +29,9 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 #: LLaVA's image placeholder in ShareGPT text.
 SHAREGPT_IMAGE = "<image>"
 #: Fields that hold one text, and fields that hold a list of texts.
-TEXT_FIELDS = ("text", "long_text", "system_prompt", "prompt", "chosen", "rejected", "contrast_text")
+TEXT_FIELDS = ("text", "long_text", "system_prompt", "contrast_text")
+#: Preference fields: plain text, or conversation turns (TRL's conversational preference format).
+TEXT_OR_TURNS_FIELDS = ("prompt", "chosen", "rejected")
 TEXT_LIST_FIELDS = ("captions", "negatives")
 
 
@@ -142,6 +144,13 @@ def check_record(record: dict, where: str, columns=None, *, need_answer: bool, i
         value = record.get(field)
         if value is not None and not isinstance(value, str):
             raise DataError(f"{where}: {column(field)}: expected text (a string), got {_describe(value)}")
+    for field in TEXT_OR_TURNS_FIELDS:
+        value = record.get(field)
+        if value is None or isinstance(value, str):
+            continue
+        if not isinstance(value, list) or not all(isinstance(t, dict) and "role" in t and "content" in t for t in value):
+            raise DataError(f"{where}: {column(field)}: expected text or a list of turns {{role, content}}, got "
+                            f"{_describe(value)}")
     for field in TEXT_LIST_FIELDS:
         value = record.get(field)
         if value is None:

@@ -46,8 +46,11 @@ def evaluate_lvlm(view, dataset, cfg) -> dict[str, Any]:
 
         return pope_eval(view, records)
     if first.get("answer") is None or first.get("candidates") is None:
-        raise DataError("nothing to evaluate: LVLM evaluation needs preference pairs (chosen, rejected), POPE "
-                        "questions (answer yes/no) or questions with answer and candidates")
+        where = dataset.location(0) if hasattr(dataset, "location") else "record 0"
+        missing = [k for k in ("answer", "candidates") if first.get(k) is None]
+        raise DataError(f"{where}: nothing to evaluate: LVLM evaluation needs preference pairs (chosen, rejected), POPE "
+                        f"questions (answer yes/no) or questions with 'answer' and 'candidates' (this record lacks "
+                        f"{' and '.join(repr(k) for k in missing)})")
     from tunevl.eval.generative import answer_accuracy
 
     return answer_accuracy(view, records)

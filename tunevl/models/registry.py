@@ -203,9 +203,13 @@ def load_view(config: ModelConfig, *, torch_dtype=None):
 def _remote_config(config: ModelConfig) -> dict:
     from transformers.utils import cached_file
 
+    where = f"model.name_or_path: {config.name_or_path!r}"
     try:
         path = cached_file(config.name_or_path, "config.json", revision=config.revision)
     except OSError as err:
-        raise UnsupportedModelError(f"{config.name_or_path}: cannot read its config.json ({err.__class__.__name__}: "
+        raise UnsupportedModelError(f"{where}: cannot read its config.json ({err.__class__.__name__}: "
                                     f"{str(err).splitlines()[0]})") from err
+    if path is None:  # a folder without config.json, or a file the Hub does not have
+        raise UnsupportedModelError(f"{where}: no config.json there (a folder saved with save_pretrained, a Hub id or "
+                                    "a built-in tiny model)")
     return json.loads(Path(path).read_text())
