@@ -6,8 +6,13 @@ one process on the concatenated batch; see each docstring for what a rank's retu
 """
 
 from tunevl.losses.contrastive import info_nce, sigmoid_loss
+from tunevl.losses.counting import counting_loss
 from tunevl.losses.distributed import gather_with_grad
+from tunevl.losses.hard_negatives import negclip_loss
 from tunevl.losses.preference import dpo_loss
 from tunevl.losses.sequence import next_token_loss, sequence_logps
 
-__all__ = ["info_nce", "sigmoid_loss", "sequence_logps", "next_token_loss", "dpo_loss", "gather_with_grad"]
+__all__ = [
+    "info_nce", "sigmoid_loss", "counting_loss", "negclip_loss", "sequence_logps", "next_token_loss", "dpo_loss",
+    "gather_with_grad",
+]
