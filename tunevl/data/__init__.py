@@ -9,12 +9,14 @@ the synthetic sets and the file readers of :mod:`tunevl.data.sources` (``jsonl``
 
 from tunevl.data.sources import SOURCES, RECORD_FIELDS
 from tunevl.data.synthetic import SyntheticShapes
+from tunevl.data.synthetic_binding import SyntheticBinding
 from tunevl.data.synthetic_vqa import SyntheticVQA
 
 DATASETS = {
     "synthetic_shapes": SyntheticShapes,
     "synthetic_vqa": SyntheticVQA,
+    "synthetic_binding": SyntheticBinding,
     **SOURCES,
 }
 
-__all__ = ["DATASETS", "RECORD_FIELDS", "SyntheticShapes"]
+__all__ = ["DATASETS", "RECORD_FIELDS", "SyntheticBinding", "SyntheticShapes"]

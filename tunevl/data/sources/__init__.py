@@ -13,6 +13,7 @@ import os
 from tunevl.data.sources.base import IMAGE_FIELDS, RECORD_FIELDS, Source
 from tunevl.data.sources.captions import CocoCaptions, KarpathySplit
 from tunevl.data.sources.folder import CoopSplit, ImageFolder
+from tunevl.data.sources.negclip import NegClipTsv
 from tunevl.data.sources.tabular import CsvSource, JsonlSource, ParquetSource, SavedDataset
 
 #: Recipe names of the file-backed sources.
@@ -25,6 +26,7 @@ SOURCES = {
     "coco_captions": CocoCaptions,
     "karpathy": KarpathySplit,
     "coop_split": CoopSplit,
+    "negclip_tsv": NegClipTsv,
 }
 
 
@@ -49,6 +51,8 @@ def detect_source(path: str) -> str:
     if not os.path.isfile(full):
         raise DataError(f"no such file or folder: {full}", arg="path")
     ending = full.lower().rsplit(".", 1)[-1]
+    if ending == "tsv" and _is_negclip(full):
+        return "negclip_tsv"
     if ending in ("jsonl", "csv", "tsv", "parquet"):
         return {"tsv": "csv"}.get(ending, ending)
     if ending == "json":
@@ -69,7 +73,14 @@ def detect_source(path: str) -> str:
                     f"(readers: {', '.join(SOURCES)})", arg="path")
 
 
+def _is_negclip(path: str) -> bool:
+    """A TSV whose header names NegCLIP's columns."""
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\r\n").split("\t")
+    return {"title", "filepath", "neg_caption", "neg_image"} <= set(header)
+
+
 __all__ = [
     "IMAGE_FIELDS", "RECORD_FIELDS", "SOURCES", "CocoCaptions", "CoopSplit", "CsvSource", "ImageFolder",
-    "JsonlSource", "KarpathySplit", "ParquetSource", "SavedDataset", "Source", "detect_source",
+    "JsonlSource", "KarpathySplit", "NegClipTsv", "ParquetSource", "SavedDataset", "Source", "detect_source",
 ]
