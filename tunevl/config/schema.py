@@ -100,6 +100,7 @@ class Recipe:
         attempt(self._check, ("train",), TrainConfig)
         if "eval" in self.tree:
             attempt(self._check, ("eval",), EvalConfig)
+            attempt(self._check_benchmarks)
         attempt(self._check_adapters)
         attempt(self._check_objectives)
         attempt(self._check_data)
@@ -144,6 +145,13 @@ class Recipe:
             raise self.error(("data",), "missing data.train")
         for split in data:
             self._check_component(("data", split), _dataset_registry())
+
+    def _check_benchmarks(self) -> None:
+        from tunevl.eval.benchmarks import BENCHMARKS
+
+        nodes = (self.tree.get("eval") or {}).get("benchmarks") or []
+        for i in range(len(nodes) if isinstance(nodes, list) else 0):
+            self._check_component(("eval", "benchmarks", i), BENCHMARKS)
 
     def _mapping(self, key: tuple, required: bool) -> dict:
         node = self.tree

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from tunevl.errors import DataError
+from tunevl.eval.benchmarks import load_benchmarks, run_benchmarks
 from tunevl.eval.retrieval import caption_relevance, record_captions, retrieval_metrics
 from tunevl.eval.zeroshot import class_embeddings, zeroshot_metrics
 
@@ -42,13 +43,15 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
 
     Args:
         encoder: A :class:`tunevl.inference.DualEncoder`, or a family view (wrapped in one).
-        dataset: A map-style dataset (or list) of records with ``image``.
+        dataset: A map-style dataset (or list) of records with ``image``; None runs only the
+            benchmarks of ``eval_cfg.benchmarks``.
         eval_cfg: A :class:`tunevl.train.config.EvalConfig` (defaults when None).
         batch_size: Images per forward when ``encoder`` is a view.
 
     Returns:
         ``i2t_R@k``/``t2i_R@k``, ``num_images``, ``num_texts`` when retrieval runs;
-        ``zeroshot_top{k}``, ``zeroshot_mean_per_class``, ``num_classes`` when zero-shot runs.
+        ``zeroshot_top{k}``, ``zeroshot_mean_per_class``, ``num_classes`` when zero-shot runs;
+        ``<benchmark>/<metric>`` for each of ``eval_cfg.benchmarks``.
 
     Raises:
         DataError: The records support neither evaluation, or some records lack the
@@ -62,6 +65,9 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
 
         return answer_accuracy(encoder, dataset)
     encoder = _as_encoder(encoder, batch_size)
+    benchmarks = run_benchmarks(encoder, load_benchmarks(cfg.benchmarks)) if cfg.benchmarks else {}
+    if dataset is None and benchmarks:
+        return benchmarks
     n = len(dataset) if cfg.max_samples is None else min(len(dataset), cfg.max_samples)
     if n == 0:
         raise DataError("nothing to evaluate: the evaluation dataset is empty")
@@ -111,7 +117,7 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
             out["num_classes"] = len(classnames)
             if not want_retrieval:
                 out["num_images"] = n
-        return out
+        return {**out, **benchmarks}
     finally:
         if model is not None:
             model.train(was_training)

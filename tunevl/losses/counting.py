@@ -15,8 +15,6 @@ def counting_loss(
     text_embeds: torch.Tensor,
     counterfactual_embeds: torch.Tensor,
     logit_scale: torch.Tensor | float,
-    *,
-    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross entropy of each image between its caption and the caption with a wrong number.
 
@@ -37,12 +35,9 @@ def counting_loss(
         text_embeds: ``[n, d]`` L2-normalised embeddings of their captions.
         counterfactual_embeds: ``[n, d]`` L2-normalised embeddings of the counterfactual captions.
         logit_scale: Multiplier of the cosines (already exponentiated), a float or a ``[]``/``[1]`` tensor.
-        weights: Optional ``[n]`` non-negative row weights (0 for a placeholder row that only keeps
-            the graph alive); the result is ``sum(w * loss) / max(sum(w), 1)``.
 
     Returns:
-        Scalar loss in at least fp32; 0 (still connected to the graph) when there is no row or
-        every weight is 0.
+        Scalar loss in at least fp32; 0 (still connected to the graph) when there is no row.
     """
     if not (image_embeds.ndim == 2 and image_embeds.shape == text_embeds.shape == counterfactual_embeds.shape):
         raise ValueError(
@@ -54,7 +49,4 @@ def counting_loss(
     with torch.autocast(device_type=img.device.type, enabled=False):  # keep the products in fp32
         logits = logit_scale * torch.stack([(img * txt).sum(-1), (img * cf).sum(-1)], dim=1)  # [n, 2]
     per_row = F.cross_entropy(logits, logits.new_zeros(logits.shape[0], dtype=torch.long), reduction="none")
-    if weights is None:
-        return per_row.sum() / max(per_row.shape[0], 1)
-    weights = weights.to(per_row.dtype)
-    return (per_row * weights).sum() / weights.sum().clamp(min=1)
+    return per_row.sum() / max(per_row.shape[0], 1)

@@ -107,6 +107,9 @@ class EvalConfig:
         zeroshot_ks: The k values of top-k zero-shot accuracy.
         max_samples: Evaluate on the first N records only (quicker evaluations during
             training); None uses them all.
+        benchmarks: Benchmarks to run with every evaluation, each a ``{_component_: <name>, ...}``
+            node of :data:`tunevl.eval.benchmarks.BENCHMARKS` (``sugarcrepe``, ``aro_vg_relation``,
+            ``winoground``, ``mmvp_vlm``, ``countbench``...); they run even without ``data.eval``.
     """
 
     retrieval: bool = True
@@ -116,6 +119,7 @@ class EvalConfig:
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
     zeroshot_ks: list[int] = field(default_factory=lambda: [1, 5])
     max_samples: int | None = None
+    benchmarks: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         from tunevl.eval.zeroshot import check_templates

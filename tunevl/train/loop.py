@@ -27,6 +27,7 @@ from tunevl.data.preflight import build_dataset
 from tunevl.data.sampler import MicroBatchStream
 from tunevl.errors import TrainingError
 from tunevl.eval import evaluate
+from tunevl.eval.benchmarks import load_benchmarks, save_plots
 from tunevl.models import load_view, resolve_dtype
 from tunevl.train import checkpoint as ckpt
 from tunevl.train import distributed
@@ -165,7 +166,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
     train_ds, eval_ds = build_dataset(recipe, "train", objectives), build_dataset(recipe, "eval")
     if getattr(view, "max_length", None):  # generative views: truncation must not cut into image tokens
         view.check_lengths(train_ds)
-    do_eval = eval_ds is not None
+    do_eval = eval_ds is not None or bool(load_benchmarks(eval_cfg.benchmarks))  # benchmark files read now
 
     def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
         return evaluate(view, eval_ds, eval_cfg, batch_size=cfg.per_device_eval_batch_size)
@@ -229,7 +230,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
         bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{engine.lr():.2e}")
         if do_eval and cfg.eval_steps and step % cfg.eval_steps == 0 and step < total_steps:
             metrics.setdefault("during", {})[str(step)] = during = _evaluate()
-            loggers.log(step, {f"eval/{k}": v for k, v in during.items() if not k.startswith("num_")})
+            loggers.log(step, {f"eval/{k}": v for k, v in during.items() if not k.startswith("num_") and isinstance(v, (int, float))})
         if cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
             _save_checkpoint(out / f"checkpoint-{step}", recipe, module, engine, dist, step, history, metrics, cfg, window)
     bar.close()
@@ -250,6 +251,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
         (out / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
         (out / "README.md").write_text(make_card(out, recipe.to_yaml(), metrics))
         _plot_loss(history, out / "loss_curve.png")
+        save_plots(metrics.get("trained") or {}, out)  # e.g. countbench_confusion.png
         if cfg.save_steps:
             ckpt.prune(out, cfg.save_total_limit)
     loggers.close()

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 def format_summary(metrics: dict) -> str:
     base, trained = metrics.get("base", {}), metrics.get("trained", {})
-    shown = lambda k: "_R@" in k or k.startswith(("zeroshot_", "accuracy"))  # noqa: E731
-    keys = [k for k in trained if shown(k)] or [k for k in base if shown(k)]
+    def benchmark(k: str, v) -> bool:  # "<benchmark>/<metric>", a percentage (tunevl.eval.benchmarks)
+        return "/" in k and isinstance(v, (int, float)) and not k.rsplit("/", 1)[-1].startswith("num_")
+
+    shown = lambda k, v: "_R@" in k or k.startswith(("zeroshot_", "accuracy")) or benchmark(k, v)  # noqa: E731
+    keys = [k for k, v in trained.items() if shown(k, v)] or [k for k, v in base.items() if shown(k, v)]
     lines = []
     if keys:
         width = max(12, *(len(k) + 2 for k in keys))
-        digits = 1 if any("_R@" in k or k.startswith("zeroshot_") for k in keys) else 3  # percentages vs fractions
+        percent = any("_R@" in k or k.startswith("zeroshot_") or ("/" in k and not k.startswith("accuracy")) for k in keys)
+        digits = 1 if percent else 3  # percentages vs fractions
         lines.append(f"{'metric':<{width}}{'untrained':>12}{'trained':>12}{'change':>10}")
         for k in keys:
             b, t = base.get(k), trained.get(k)
