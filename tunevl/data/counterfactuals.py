@@ -19,13 +19,18 @@ them on the fly for records that carry ``count`` and no ``counterfactual``.
 
 from __future__ import annotations
 
+import csv
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tunevl.data.tagging import NUMBER_WORDS, number_value, pluralise, tag
 
-__all__ = ["DEFAULT_NUMBERS", "Mention", "counterfactual", "caption_count", "number_mentions"]
+__all__ = [
+    "DEFAULT_NUMBERS", "Mention", "counterfactual", "caption_count", "number_mentions", "write_counterfactuals",
+]
 
 #: The numbers a counterfactual may take (the paper's two..ten).
 DEFAULT_NUMBERS: tuple[int, ...] = tuple(range(2, 11))
@@ -139,3 +144,91 @@ def counterfactual(caption: str, rng: random.Random | None = None, *, count: int
     elif new == 1 and mention.value != 1:
         return None  # singularising is not supported; DEFAULT_NUMBERS never asks for it
     return caption[:mention.start] + number + caption[mention.end:start] + noun + caption[end:]
+
+
+def write_counterfactuals(src: str | Path, dst: str | Path, *, text_column: str = "text", count_column: str = "count",
+                          seed: int = 0, numbers: Sequence[int] = DEFAULT_NUMBERS, infer_count: bool = True) -> dict:
+    """Copy a JSONL (or JSON list) or CSV/TSV data file, adding ``counterfactual`` (and ``count``) columns.
+
+    Every row is kept with its columns as they are. A row gets a ``counterfactual`` when its caption
+    states a clear count: the one in ``count_column`` when the row has it, else (with ``infer_count``)
+    the number its caption states, which is then written to ``count_column`` too. The new number of
+    row ``i`` is drawn from ``random.Random(f"{seed}/{i}")``, so reruns write the same file.
+
+    Returns:
+        ``{"rows", "counterfactuals", "unclear"}``: rows written, rows with a counterfactual, rows
+        with a number in the caption (or a count) but no clear count (left out of the counting term).
+    """
+    from tunevl.errors import DataError
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise DataError(f"no such file: {src}", arg="IN")
+    kind = src.suffix.lower()
+    if kind in (".jsonl", ".json"):
+        rows = _read_json_rows(src)
+        header = None
+    elif kind in (".csv", ".tsv"):
+        delimiter = "\t" if kind == ".tsv" else ","
+        with src.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            rows, header = list(reader), list(reader.fieldnames or [])
+    else:
+        raise DataError(f"{src}: expected a .jsonl, .json, .csv or .tsv file", arg="IN")
+    stats = {"rows": len(rows), "counterfactuals": 0, "unclear": 0}
+    for i, row in enumerate(rows):
+        text = row.get(text_column)
+        if not isinstance(text, str):
+            raise DataError(f"{src}: row {i + 1}: no caption in column {text_column!r} (set --text-column)")
+        given = row.get(count_column)
+        if given not in (None, ""):
+            try:
+                count = int(float(given))
+            except (TypeError, ValueError):
+                raise DataError(f"{src}: row {i + 1}: {count_column}: expected an integer, got {given!r}") from None
+        else:
+            count = caption_count(text) if infer_count else None
+        cf = counterfactual(text, random.Random(f"{seed}/{i}"), count=count, numbers=numbers) if count else None
+        if cf is not None:
+            row["counterfactual"] = cf
+            row[count_column] = count if header is None else str(count)
+            stats["counterfactuals"] += 1
+        elif given not in (None, "") or number_mentions(text)[0]:
+            stats["unclear"] += 1
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if header is None:
+        with dst.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        fields = header + [c for c in (count_column, "counterfactual") if c not in header]
+        with dst.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, delimiter=delimiter)
+            writer.writeheader()
+            writer.writerows(rows)
+    return stats
+
+
+def _read_json_rows(path: Path) -> list[dict]:
+    from tunevl.errors import DataError
+
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            rows = json.loads(text)
+        except ValueError as err:
+            raise DataError(f"{path}: invalid JSON: {err}") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise DataError(f"{path}: expected a JSON list of objects")
+        return rows
+    rows = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise DataError(f"{path}:{line_no}: invalid JSON: {err}") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows

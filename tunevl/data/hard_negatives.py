@@ -4,15 +4,15 @@ https://arxiv.org/abs/2210.01936), with the built-in tagger of :mod:`tunevl.data
 Each candidate swaps two parts of the caption of the same kind:
 
 * two noun phrases (``"a child holding an umbrella"`` -> ``"an umbrella holding a child"``), lower-cased
-  as NegCLIP's script does; two phrases joined only by a conjunction (``"a cat and a dog"``) are not
-  swapped, since that swap means the same;
+  as NegCLIP's script does;
 * two singular nouns, or two plural nouns;
 * two adjectives (``"a red circle and a blue square"`` -> ``"a blue circle and a red square"``);
 * two relations: prepositions, or verbs (``"holding ... and petting"`` -> ``"petting ... and holding"``);
 * two adverbs.
 
 A candidate equal to the original after lower-casing and removing punctuation and whitespace is
-dropped (NegCLIP's rule), as are duplicates.
+dropped (NegCLIP's rule), as are duplicates and candidates that only exchange two phrases joined by a
+conjunction (``"a cat and a dog"`` -> ``"a dog and a cat"`` means the same).
 """
 
 from __future__ import annotations
@@ -118,13 +118,14 @@ def hard_negatives(caption: str, rng: random.Random | None = None, *, max_candid
         raise ValueError(f"unknown swap kinds {sorted(unknown)}; choose from {list(_KINDS)}")
     tokens = tag(caption, use_spacy=use_spacy)
     candidates: list[str] = []
-    if "noun_phrase" in kinds:
-        phrases = _noun_phrases(tokens)
-        for a, b in itertools.combinations(phrases, 2):
-            if b[0] - a[1] >= 0 and not _conjoined(tokens, a, b):
-                span_a = (tokens[a[0]].start, tokens[a[1] - 1].end)
-                span_b = (tokens[b[0]].start, tokens[b[1] - 1].end)
-                candidates.append(_swap(caption, span_a, span_b, lower=True))
+    same_meaning = {normalise(caption)}  # "a dog and a cat" says what "a cat and a dog" says
+    for a, b in itertools.combinations(_noun_phrases(tokens), 2):
+        swapped = _swap(caption, (tokens[a[0]].start, tokens[a[1] - 1].end), (tokens[b[0]].start, tokens[b[1] - 1].end),
+                        lower=True)
+        if _conjoined(tokens, a, b):
+            same_meaning.add(normalise(swapped))
+        elif "noun_phrase" in kinds:
+            candidates.append(swapped)
     for kind, span_lists in _groups(tokens).items():
         if kind not in kinds:
             continue
@@ -132,8 +133,7 @@ def hard_negatives(caption: str, rng: random.Random | None = None, *, max_candid
             for a, b in itertools.combinations(spans, 2):
                 if caption[a[0]:a[1]].lower() != caption[b[0]:b[1]].lower():
                     candidates.append(_swap(caption, a, b))
-    original = normalise(caption)
-    seen, out = {original}, []
+    seen, out = same_meaning, []
     for c in candidates:
         key = normalise(c)
         if key not in seen:

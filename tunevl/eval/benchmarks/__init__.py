@@ -53,7 +53,7 @@ def build_benchmark(node: dict, key: tuple = ("eval", "benchmarks")) -> Benchmar
         return cls(**{k: v for k, v in node.items() if k != "_component_"})
     except DataError as err:
         if err.arg:
-            raise DataError(f"{'.'.join(map(str, key))}.{err.arg}: {err.detail}") from None
+            raise DataError(err.detail, arg=f"{'.'.join(map(str, key))}.{err.arg}") from None
         raise
 
 
@@ -86,8 +86,8 @@ def run_benchmarks(encoder, benchmarks: list[Benchmark | dict], batch_size: int 
             model.train(was_training)
 
 
-def save_plots(metrics: dict[str, Any], out_dir: str | Path, suffix: str = "") -> list[Path]:
-    """Draw every ``<name>/confusion`` matrix of ``metrics`` as ``<out_dir>/<name>_confusion<suffix>.png``."""
+def save_plots(metrics: dict[str, Any], out_dir: str | Path, prefix: str = "") -> list[Path]:
+    """Draw every ``<name>/confusion`` matrix of ``metrics`` as ``<out_dir>/<prefix><name>_confusion.png``."""
     from tunevl.eval.counting import COUNT_NUMBERS, plot_confusion
 
     paths = []
@@ -95,7 +95,7 @@ def save_plots(metrics: dict[str, Any], out_dir: str | Path, suffix: str = "") -
         if key.endswith("/confusion") and isinstance(value, list) and value:
             name = key[: -len("/confusion")]
             numbers = COUNT_NUMBERS if len(value) == len(COUNT_NUMBERS) else list(range(2, 2 + len(value)))
-            path = Path(out_dir) / f"{name.replace('/', '_')}_confusion{suffix}.png"
+            path = Path(out_dir) / f"{prefix}{name.replace('/', '_')}_confusion.png"
             paths.append(plot_confusion(value, path, numbers, title=name))
     return paths
 
