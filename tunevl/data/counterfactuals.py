@@ -166,8 +166,9 @@ def write_counterfactuals(src: str | Path, dst: str | Path, *, text_column: str 
         raise DataError(f"no such file: {src}", arg="IN")
     kind = src.suffix.lower()
     if kind in (".jsonl", ".json"):
-        rows = _read_json_rows(src)
-        header = None
+        from tunevl.data.sources.tabular import _read_json_rows
+
+        rows, header = _read_json_rows(str(src))[0], None
     elif kind in (".csv", ".tsv"):
         delimiter = "\t" if kind == ".tsv" else ","
         with src.open(encoding="utf-8", newline="") as f:
@@ -208,27 +209,3 @@ def write_counterfactuals(src: str | Path, dst: str | Path, *, text_column: str 
             writer.writerows(rows)
     return stats
 
-
-def _read_json_rows(path: Path) -> list[dict]:
-    from tunevl.errors import DataError
-
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
-            rows = json.loads(text)
-        except ValueError as err:
-            raise DataError(f"{path}: invalid JSON: {err}") from None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise DataError(f"{path}: expected a JSON list of objects")
-        return rows
-    rows = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except ValueError as err:
-                raise DataError(f"{path}:{line_no}: invalid JSON: {err}") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
