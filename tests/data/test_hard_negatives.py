@@ -10,6 +10,7 @@ from PIL import Image
 
 from tunevl.data.hard_negatives import hard_negatives, normalise
 from tunevl.data.tagging import tag
+from tunevl.errors import DataError
 
 
 def test_tagger_on_caption_words():
@@ -120,3 +121,19 @@ def test_negclip_tsv_bad_neighbour_row_names_file_and_line(tmp_path):
     path = _write_tsv(tmp_path, rows)
     with pytest.raises(DataError, match=r"train_neg_clip.tsv:5: record 3: neg_image: row 9 is out of range: the file has rows 0..3"):
         SOURCES["negclip_tsv"](str(path))
+
+
+def test_preflight_checks_the_neighbour_images_negclip_reads(tmp_path):
+    from tunevl.data.preflight import preflight
+    from tunevl.data.sources import SOURCES
+    from tunevl.objectives import NegClip
+
+    path = _write_tsv(tmp_path)
+    (tmp_path / "coco" / "val2014" / "d.jpg").unlink()  # row 3's image, a neighbour of other rows
+    ds = SOURCES["negclip_tsv"](str(path))
+    with pytest.raises(DataError, match=r"records with missing or unreadable images"):
+        preflight(ds, [NegClip()])
+    rows = [r for r in ROWS[:3]]
+    rows = [(*r[:4], "[0]") for r in rows]
+    ok = SOURCES["negclip_tsv"](str(_write_tsv(tmp_path / "ok", rows)))
+    preflight(ok, [NegClip()])

@@ -14,8 +14,8 @@ COMMANDS = {
     "train": ("tunevl.cli.train", "train a recipe"),
     "validate": ("tunevl.cli.validate", "check a recipe without building or downloading anything"),
     "recipes": ("tunevl.cli.recipes", "list the shipped recipes"),
-    "eval": ("tunevl.cli.eval", "measure retrieval, zero-shot accuracy or a benchmark (SugarCrepe, ARO, CountBench...) of a bundle or model"),
-    "data": ("tunevl.cli.data", "write synthetic data sets; check a recipe's data before training; add counting counterfactuals"),
+    "eval": ("tunevl.cli.eval", "measure retrieval, zero-shot accuracy or a benchmark of a bundle or model"),
+    "data": ("tunevl.cli.data", "write synthetic sets, check a recipe's data, add counting counterfactuals"),
     "push": ("tunevl.cli.push", "upload a trained bundle and its model card to the Hugging Face Hub"),
     "merge": ("tunevl.cli.merge", "merge a bundle into its base model, loadable with plain transformers"),
 }

@@ -47,6 +47,8 @@ class NegClip(Objective):
         super().__init__(weight)
         self.generate_negatives = generate_negatives
         self.negative_images = negative_images
+        # Optional image fields this objective reads: pre-flight checks their files too.
+        self.image_fields = ("negative_image",) if negative_images else ()
         self.local_loss = local_loss
         self.seed = seed
 
