@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import random
 
@@ -107,7 +108,7 @@ def test_negclip_tsv_reads_rows_and_one_seeded_neighbour(tmp_path):
     assert r["negative_image_text"] == ROWS[0][1] and len(r["negative_image_negatives"]) == 2
     for i in range(4):
         j = ds.neighbour(i)
-        assert j in eval(ROWS[i][4]) and ds[i]["negative_image_text"] == ROWS[j][1]  # noqa: S307 - test data
+        assert j in ast.literal_eval(ROWS[i][4]) and ds[i]["negative_image_text"] == ROWS[j][1]
     assert [ds.neighbour(i) for i in range(4)] == [SOURCES["negclip_tsv"](str(path)).neighbour(i) for i in range(4)]
     assert {"negative_image", "negative_image_text", "negative_image_negatives"} <= ds.fields
     preflight(ds, [])  # every image file, the neighbours' included

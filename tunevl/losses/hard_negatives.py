@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from tunevl.losses.contrastive import _compute_dtype, _layout, _logits
+from tunevl.losses.contrastive import _layout, _logits
 from tunevl.losses.distributed import gather_sizes, gather_with_grad
 
 __all__ = ["negclip_loss"]
