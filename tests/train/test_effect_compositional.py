@@ -4,6 +4,7 @@ hard negatives bind colours to shapes better than plain contrastive training (sc
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmarks" / "compo
 def _effect():
     spec = importlib.util.spec_from_file_location("compositional_effect", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
