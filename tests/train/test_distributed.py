@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import tunevl
+from tunevl.data.synthetic import SyntheticShapes, write_synthetic
 from tunevl.train.loop import run
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -46,8 +47,8 @@ def _launch(target: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
-def _torchrun(args: list[str]) -> None:
-    _launch(["-m", "tunevl", "train", "quickstart", *args])
+def _torchrun(args: list[str], recipe: str = "quickstart") -> None:
+    _launch(["-m", "tunevl", "train", recipe, *args])
 
 
 def _zero3_preset(tmp_path) -> Path:
@@ -65,10 +66,11 @@ def _assert_same_adapter(got_dir: Path, want_dir: Path) -> None:
     assert want.keys() == got.keys() and len(want) > 0
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=2e-6, msg=key)
-    torch.testing.assert_close(
-        load_file(got_dir / "tunevl_extras.safetensors")["logit_scale"],
-        load_file(want_dir / "tunevl_extras.safetensors")["logit_scale"], rtol=0, atol=2e-6,
-    )
+    if (want_dir / "tunevl_extras.safetensors").is_file():
+        torch.testing.assert_close(
+            load_file(got_dir / "tunevl_extras.safetensors")["logit_scale"],
+            load_file(want_dir / "tunevl_extras.safetensors")["logit_scale"], rtol=0, atol=2e-6,
+        )
 
 
 def _assert_same_run(got_dir: Path, want_dir: Path) -> None:
@@ -154,3 +156,39 @@ def test_bf16_deepspeed_bundle_holds_fp32_master_weights(tmp_path, tiny_clip_pat
     lora_b = torch.cat([v.flatten() for k, v in adapter.items() if "lora_B" in k])
     off_grid = int((lora_b != lora_b.bfloat16().float()).sum())
     assert off_grid > 0.9 * lora_b.numel(), off_grid  # a bf16 copy would sit exactly on the bf16 grid
+
+
+def _counting_data(tmp_path) -> Path:
+    jsonl = write_synthetic(tmp_path / "data", SyntheticShapes(256, split="train"))
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    for i, row in enumerate(rows):
+        if i % 16:  # one counting record in 16: most micro-batches of 8 have none
+            row.pop("count")
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return jsonl
+
+
+def _count_overrides(model, data, out, per_device):
+    return [f"model.name_or_path={model}", f"data.train={{_component_: jsonl, path: {data}}}", "~data.eval",
+            "~eval.benchmarks", f"train.output_dir={out}", "train.max_steps=3", f"train.per_device_train_batch_size={per_device}",
+            "train.gradient_accumulation_steps=2", "train.dataloader_num_workers=0", "train.save_steps=0",
+            "train.progress_bar=false", "train.report_to=none", "train.learning_rate=1e-3", "train.warmup_ratio=0",
+            "adapters.lora.lora_dropout=0"]  # dropout draws differ between 1 and 2 processes
+
+
+@pytest.mark.parametrize("engine", ["ddp", "zero3"])
+def test_counting_on_two_processes_equals_one(engine, tiny_clip_path, tmp_path):
+    """Mixed batches: a rank whose micro-batch holds no counting record still runs the counting graph (a zero
+    term), and the term stays a mean over the step's counting records, so 2 processes equal 1."""
+    data = _counting_data(tmp_path)
+    reference = tmp_path / "single"
+    recipe = tunevl.load_recipe("clip/count", _count_overrides(tiny_clip_path, data, reference, 16))
+    recipe.validate()
+    run(recipe)
+
+    out = tmp_path / engine
+    args = _count_overrides(tiny_clip_path, data, out, 8)
+    if engine == "zero3":
+        args.append(f"train.deepspeed={_zero3_preset(tmp_path)}")
+    _torchrun(args, recipe="clip/count")
+    _assert_same_adapter(out, reference)

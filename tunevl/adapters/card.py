@@ -132,7 +132,7 @@ def _results(metrics: dict | None) -> list[str]:
         return ["No metrics were recorded."]
     lines = []
     trained, base = metrics.get("trained") or {}, metrics.get("base") or {}
-    keys = [k for k in trained if not k.startswith("num_") and k != "n" and isinstance(trained[k], (int, float))]
+    keys = [k for k in trained if not k.rsplit("/", 1)[-1].startswith("num_") and k != "n" and isinstance(trained[k], (int, float))]
     if keys:
         lines += ["| metric | base | trained |", "|---|---|---|"]
         for k in keys:

@@ -1,5 +1,6 @@
-"""``tunevl data synth|check|reference-logps``: write synthetic data sets, check a recipe's data before training,
-precompute the reference log-probs of its preference objectives."""
+"""``tunevl data synth|check|counterfactuals|reference-logps``: write synthetic data sets, check a recipe's data
+before training, add counting counterfactuals to a data file, precompute the reference log-probs of a recipe's
+preference objectives."""
 
 from __future__ import annotations
 
@@ -28,6 +29,23 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     synth.add_argument("--image-size", type=_positive, default=64, help="image side in pixels (default: 64)")
     synth.epilog = "Example:\n  tunevl data synth --kind classification --out data/shapes --num-samples 512 --seed 0"
     synth.formatter_class = argparse.RawDescriptionHelpFormatter
+
+    cf = sub.add_parser(
+        "counterfactuals", help="add counting counterfactuals ('three dogs' -> 'seven dogs') to a JSONL/CSV/TSV file",
+        description="Copy a data file, adding 'counterfactual' (the caption with its number swapped) and 'count' "
+                    "to every row whose caption states a clear count; the 'counting' objective uses them.",
+    )
+    cf.add_argument("input", metavar="IN", help="a .jsonl, .json (list), .csv or .tsv file")
+    cf.add_argument("output", metavar="OUT", help="where to write the copy (same format)")
+    cf.add_argument("--text-column", default="text", help="the caption column (default: text)")
+    cf.add_argument("--count-column", default="count", help="the count column, read when present (default: count)")
+    cf.add_argument("--only-with-count", action="store_true",
+                    help="leave rows without a count alone (default: take the count the caption states)")
+    cf.add_argument("--numbers", type=int, nargs="+", default=list(range(2, 11)), metavar="N",
+                    help="numbers a counterfactual may take (default: 2 .. 10)")
+    cf.add_argument("--seed", type=int, default=0, help="seed of the swapped numbers (default: 0)")
+    cf.epilog = "Example:\n  tunevl data counterfactuals data/train.jsonl data/train_count.jsonl --text-column caption"
+    cf.formatter_class = argparse.RawDescriptionHelpFormatter
 
     check = sub.add_parser(
         "check", help="build a recipe's data sets and run the pre-flight checks, without training",
@@ -65,7 +83,19 @@ def run(args) -> int:
         return _synth(args)
     if args.data_command == "reference-logps":
         return _reference_logps(args)
+    if args.data_command == "counterfactuals":
+        return _counterfactuals(args)
     return _check(args)
+
+
+def _counterfactuals(args) -> int:
+    from tunevl.data.counterfactuals import write_counterfactuals
+
+    stats = write_counterfactuals(args.input, args.output, text_column=args.text_column, count_column=args.count_column,
+                                  seed=args.seed, numbers=args.numbers, infer_count=not args.only_with_count)
+    print(f"wrote {stats['rows']} rows to {args.output}: {stats['counterfactuals']} with a counterfactual, "
+          f"{stats['unclear']} with a number but no clear count (they stay out of the counting loss)")
+    return 0
 
 
 def _synth(args) -> int:

@@ -1,5 +1,6 @@
 """``tunevl eval MODEL --data SPEC``: retrieval recall@k and zero-shot accuracy of a dual encoder; answer
-accuracy, image-grounded preference accuracy or POPE of a generative LVLM (by what the records carry)."""
+accuracy, image-grounded preference accuracy or POPE of a generative LVLM (by what the records carry).
+``tunevl eval MODEL --benchmark NAME --data PATH``: a compositional or counting benchmark."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                                   "default: the data.eval of the recipe (or of the bundle's recipe.yaml)")
     p.add_argument("--data-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="an argument of the reader, e.g. --data-arg split=val --data-arg image_root=/data/coco")
+    p.add_argument("--benchmark", metavar="NAME",
+                   help="run a benchmark on its released files instead: sugarcrepe, aro_vg_relation, aro_vg_attribution, "
+                        "aro_coco_order, aro_flickr_order, winoground, mmvp_vlm, countbench (--data is its file or "
+                        "folder, --data-arg its other arguments such as image_root=...), or synthetic_counting, "
+                        "synthetic_binding (no files)")
     p.add_argument("--base", action="store_true", help="with a recipe: evaluate its untrained base model")
     p.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE",
                    help="zero-shot prompt with {} for the class name; repeat to ensemble (default: the recipe's, "
@@ -41,7 +47,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "  tunevl eval runs/pets --data split_zhou_OxfordPets.json --data-arg image_root=/data/oxford_pets/images "
         "--template 'a photo of a {}, a type of pet.'\n"
         "  tunevl eval runs/svco_llava --data pope:coco_pope_random.json --data-arg image_root=/data/coco/val2014\n"
-        "  tunevl eval runs/svco_llava --data preference:mvc_val.json"
+        "  tunevl eval runs/svco_llava --data preference:mvc_val.json\n"
+        "  tunevl eval runs/negclip --benchmark sugarcrepe --data sugar-crepe/data --data-arg image_root=coco/val2017\n"
+        "  tunevl eval openai-clip-folder/ --benchmark countbench --data CountBench.json "
+        "--data-arg image_root=countbench_images --out results/countbench.json"
     )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -55,6 +64,8 @@ def run(args) -> int:
 
     encoder, recipe = load_encoder(args.model, base=args.base, revision=args.revision, device=args.device)
     encoder.batch_size = args.batch_size
+    if args.benchmark is not None:
+        return run_benchmark(args, encoder)
     data = (recipe.tree.get("data") or {}) if recipe is not None else {}
     if args.data is not None:
         dataset = preflight(open_data(args.data, args.data_arg), split="eval")
@@ -80,6 +91,45 @@ def run(args) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2) if args.json else format_table(metrics, f"{args.model} on {result['data']}"))
+    return 0
+
+
+def run_benchmark(args, encoder) -> int:
+    """``--benchmark NAME``: read the benchmark (``--data`` is its ``path``), score, print; with ``--out`` the JSON
+    and any confusion matrix PNG (``<out stem>_<name>_confusion.png``) are written."""
+    from tunevl.config.yaml12 import parse_scalar
+    from tunevl.errors import DataError
+    from tunevl.eval import format_table
+    from tunevl.eval.benchmarks import build_benchmark, run_benchmarks, save_plots
+
+    node = {"_component_": args.benchmark}
+    if args.data is not None:
+        node["path"] = args.data
+    for item in args.data_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            from tunevl.config.errors import RecipeError
+
+            raise RecipeError(f"expected KEY=VALUE, got {item!r}", file="--data-arg")
+        node[key] = parse_scalar(value)
+    if args.max_samples is not None:
+        node["max_samples"] = args.max_samples
+    try:
+        bench = build_benchmark(node, key=("--benchmark",))
+    except DataError as err:
+        field = (err.arg or "").partition(".")[2]
+        if not field:
+            raise
+        raise DataError(err.detail, arg="--data" if field == "path" else f"--data-arg {field}") from None
+    metrics = run_benchmarks(encoder, [bench])
+    result = {"model": args.model, "benchmark": args.benchmark, "data": args.data, "metrics": metrics}
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        save_plots(metrics, out.parent, prefix=f"{out.stem}_")
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    print(json.dumps(result, indent=2) if args.json else format_table(shown, f"{args.model} on {bench}"))
     return 0
 
 

@@ -111,6 +111,7 @@ class Recipe:
         attempt(self._check, ("train",), TrainConfig)
         if "eval" in self.tree:
             attempt(self._check, ("eval",), EvalConfig)
+            attempt(self._check_benchmarks)
         attempt(self._check_adapters)
         attempt(self._check_objectives)
         attempt(self._check_data)
@@ -174,6 +175,13 @@ class Recipe:
         for name, value in self._node(key).items():
             if isinstance(value, dict) and "_component_" in value:
                 self._check_data_node(key + (name,))
+
+    def _check_benchmarks(self) -> None:
+        from tunevl.eval.benchmarks import BENCHMARKS
+
+        nodes = (self.tree.get("eval") or {}).get("benchmarks") or []
+        for i in range(len(nodes) if isinstance(nodes, list) else 0):
+            self._check_component(("eval", "benchmarks", i), BENCHMARKS)
 
     def _mapping(self, key: tuple, required: bool) -> dict:
         node = self.tree

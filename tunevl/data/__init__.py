@@ -13,6 +13,7 @@ from tunevl.data.preference import PreferenceSource
 from tunevl.data.sources import SOURCES, RECORD_FIELDS
 from tunevl.data.synthetic import SyntheticShapes
 from tunevl.data.synthetic_contrast import SyntheticContrast
+from tunevl.data.synthetic_binding import SyntheticBinding
 from tunevl.data.synthetic_vqa import SyntheticVQA
 
 DATASETS = {
@@ -20,8 +21,9 @@ DATASETS = {
     "synthetic_vqa": SyntheticVQA,
     "synthetic_contrast": SyntheticContrast,
     "preference": PreferenceSource,
+    "synthetic_binding": SyntheticBinding,
     **SOURCES,
     "few_shot": FewShot,
 }
 
-__all__ = ["DATASETS", "RECORD_FIELDS", "SyntheticShapes"]
+__all__ = ["DATASETS", "RECORD_FIELDS", "SyntheticBinding", "SyntheticShapes"]

@@ -143,7 +143,7 @@ def preflight(dataset, objectives: Sequence = (), *, split: str = "train", max_b
         raise DataError(f"{head}: the dataset is empty")
     required: set[str] = set()
     for k, objective in enumerate(objectives):
-        required |= set(objective.requires)
+        required |= set(objective.requires) | set(getattr(objective, "image_fields", ()))  # optional images it reads
         for field in sorted(objective.requires):
             _check_field(dataset, field, f"objectives.{k} ({type(objective).__name__})", key, head)
     used = required | {f for field in required for f in IMAGES_OF.get(field, ())}

@@ -31,6 +31,7 @@ __all__ = [
     "SyntheticShapes",
     "caption_for",
     "pluralise",
+    "render_objects",
     "render_shapes",
     "write_synthetic",
 ]
@@ -150,12 +151,31 @@ def render_shapes(
     Returns:
         An RGB ``PIL.Image.Image``.
     """
-    if colour not in COLOURS:
-        raise ValueError(f"unknown colour {colour!r}; choose from {sorted(COLOURS)}")
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; choose from {list(SHAPES)}")
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
+    return render_objects([(colour, shape)] * count, image_size=image_size, seed=seed, noise=noise)
+
+
+def render_objects(
+    objects: list[tuple[str, str]],
+    *,
+    image_size: int = 64,
+    seed: int,
+    noise: int = 6,
+) -> Image.Image:
+    """Draw one shape per ``(colour, shape)`` of ``objects``, non-overlapping, at seeded random positions.
+
+    The positions depend on ``seed`` and the number of objects only, so the same seed with the
+    colours exchanged draws the same layout (what the attribute-binding set relies on).
+    ``render_shapes(n, c, s, seed=k)`` is ``render_objects([(c, s)] * n, seed=k)``.
+    """
+    for colour, shape in objects:
+        if colour not in COLOURS:
+            raise ValueError(f"unknown colour {colour!r}; choose from {sorted(COLOURS)}")
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r}; choose from {list(SHAPES)}")
+    if not objects:
+        raise ValueError("draw at least one object")
     rng = random.Random(seed)
     bg = np.empty((image_size, image_size, 3), dtype=np.int16)
     bg[:] = BACKGROUND
@@ -164,8 +184,8 @@ def render_shapes(
         bg += nrng.integers(-noise, noise + 1, size=bg.shape, dtype=np.int16)
     image = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
-    fill = COLOURS[colour]
-    for x0, y0, s in _place_boxes(rng, count, image_size):
+    for (colour, shape), (x0, y0, s) in zip(objects, _place_boxes(rng, len(objects), image_size)):
+        fill = COLOURS[colour]
         box = [x0, y0, x0 + s - 1, y0 + s - 1]
         if shape == "circle":
             draw.ellipse(box, fill=fill)

@@ -16,6 +16,7 @@ import torch
 
 from tunevl.errors import DataError
 from tunevl.eval.base_to_new import base_to_new_metrics
+from tunevl.eval.benchmarks import load_benchmarks, run_benchmarks
 from tunevl.eval.retrieval import caption_relevance, record_captions, retrieval_metrics
 from tunevl.eval.sharding import batched_calls, gather_objects, gather_rows, shard_map, share
 from tunevl.eval.zeroshot import class_embeddings, score_metrics
@@ -47,7 +48,8 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
 
     Args:
         encoder: A :class:`tunevl.inference.DualEncoder`, or a family view (wrapped in one).
-        dataset: A map-style dataset (or list) of records with ``image``.
+        dataset: A map-style dataset (or list) of records with ``image``; None runs only the
+            benchmarks of ``eval_cfg.benchmarks``.
         eval_cfg: A :class:`tunevl.train.config.EvalConfig` (defaults when None).
         batch_size: Images per forward when ``encoder`` is a view.
 
@@ -56,6 +58,7 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
         ``zeroshot_top{k}``, ``zeroshot_mean_per_class``, ``num_classes`` when zero-shot runs (with the
         model's learned prompts when it has them, else ``templates``); ``base_top1``, ``new_top1`` and
         ``harmonic_mean`` with ``base_to_new`` (:mod:`tunevl.eval.base_to_new`).
+        ``<benchmark>/<metric>`` for each of ``eval_cfg.benchmarks``.
 
     Raises:
         DataError: The records support neither evaluation, or some records lack the
@@ -69,6 +72,9 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
 
         return evaluate_lvlm(encoder, dataset, cfg)
     encoder = _as_encoder(encoder, batch_size)
+    benchmarks = run_benchmarks(encoder, load_benchmarks(cfg.benchmarks)) if cfg.benchmarks else {}
+    if dataset is None and benchmarks:
+        return benchmarks
     n = len(dataset) if cfg.max_samples is None else min(len(dataset), cfg.max_samples)
     if n == 0:
         raise DataError("nothing to evaluate: the evaluation dataset is empty")
@@ -136,7 +142,7 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
             out["num_classes"] = len(classnames)
             if not want_retrieval:
                 out["num_images"] = n
-        return out
+        return {**out, **benchmarks}
     finally:
         if model is not None:
             model.train(was_training)

@@ -6,16 +6,21 @@ Recipes name them by the short names in :data:`OBJECTIVES` or by a dotted import
 from tunevl.objectives.base import Objective
 from tunevl.objectives.classification import Classification
 from tunevl.objectives.contrastive import Contrastive, Sigmoid
+from tunevl.objectives.counting import Counting
+from tunevl.objectives.negclip import NegClip
 from tunevl.objectives.next_token import NextToken
 from tunevl.objectives.preference import DPO, SVCO
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "contrastive": Contrastive,
     "sigmoid": Sigmoid,
+    "counting": Counting,
+    "negclip": NegClip,
     "next_token": NextToken,
     "dpo": DPO,
     "svco": SVCO,
     "classification": Classification,
 }
 
-__all__ = ["DPO", "OBJECTIVES", "SVCO", "Classification", "Contrastive", "NextToken", "Objective", "Sigmoid"]
+__all__ = ["DPO", "OBJECTIVES", "SVCO", "Classification", "Contrastive", "Counting", "NegClip", "NextToken", "Objective",
+           "Sigmoid"]

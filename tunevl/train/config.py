@@ -132,6 +132,9 @@ class EvalConfig:
             (base) and the second half (new), each among its own classes, and their harmonic mean.
         max_samples: Evaluate on the first N records only (quicker evaluations during
             training); None uses them all.
+        benchmarks: Benchmarks to run with every evaluation, each a ``{_component_: <name>, ...}``
+            node of :data:`tunevl.eval.benchmarks.BENCHMARKS` (``sugarcrepe``, ``aro_vg_relation``,
+            ``winoground``, ``mmvp_vlm``, ``countbench``...); they run even without ``data.eval``.
     """
 
     retrieval: bool = True
@@ -142,6 +145,7 @@ class EvalConfig:
     zeroshot_ks: list[Positive] = field(default_factory=lambda: [1, 5])
     base_to_new: bool = False
     max_samples: Positive | None = None
+    benchmarks: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         from tunevl.eval.zeroshot import check_templates

@@ -25,10 +25,11 @@ from tunevl.adapters.prompts import apply_prompt_adapters
 from tunevl.adapters.soft_prompt import apply_soft_prompt
 from tunevl.data.fewshot import describe_training_data
 from tunevl.data.preflight import build_dataset, check_lengths
-from tunevl.data.sampler import MicroBatchStream
 from tunevl.config.errors import RecipeError
+from tunevl.data.sampler import MicroBatchStream
 from tunevl.errors import TrainingError, context
 from tunevl.eval import evaluate
+from tunevl.eval.benchmarks import load_benchmarks, save_plots
 from tunevl.models import load_view, resolve_dtype
 from tunevl.objectives.reference import prepare_reference_logps
 from tunevl.train import checkpoint as ckpt
@@ -197,7 +198,7 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None, out: Path) -> tu
     module = TrainModule(view, objectives)
     if getattr(view, "max_length", None):  # generative views: truncation must not cut into image tokens
         check_lengths(view, train_ds, objectives)
-    do_eval = eval_ds is not None
+    do_eval = eval_ds is not None or bool(load_benchmarks(eval_cfg.benchmarks))  # benchmark files read now
 
     def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
         return evaluate(view, eval_ds, eval_cfg, batch_size=cfg.per_device_eval_batch_size)
@@ -266,7 +267,7 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None, out: Path) -> tu
         bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{engine.lr():.2e}")
         if do_eval and cfg.eval_steps and step % cfg.eval_steps == 0 and step < total_steps:
             metrics.setdefault("during", {})[str(step)] = during = _evaluate()
-            loggers.log(step, {f"eval/{k}": v for k, v in during.items() if not k.startswith("num_")})
+            loggers.log(step, {f"eval/{k}": v for k, v in during.items() if not k.startswith("num_") and isinstance(v, (int, float))})
         if cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
             _save_checkpoint(out / f"checkpoint-{step}", recipe, module, engine, dist, step, history, metrics, cfg, window)
     bar.close()
@@ -367,3 +368,4 @@ def _write_results(folder: Path, out: Path, recipe, metrics: dict, history: list
     (folder / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
     (folder / "README.md").write_text(make_card(out, recipe.to_yaml(), metrics))
     plot_run(history, metrics, folder / "loss_curve.png")
+    save_plots(metrics.get("trained") or {}, folder)  # e.g. countbench_confusion.png

@@ -7,11 +7,15 @@ from pathlib import Path
 
 
 def is_percentage(key: str) -> bool:
-    """Metrics reported as percentages (recall@k, zero-shot and base-to-new accuracy); others are fractions."""
-    return "_R@" in key or key.startswith(("zeroshot_", "base_top", "new_top", "harmonic"))
+    """Metrics reported as percentages (recall@k, zero-shot and base-to-new accuracy, ``<benchmark>/<metric>`` of
+    :mod:`tunevl.eval.benchmarks`); others (answer, preference and POPE accuracies) are fractions."""
+    benchmark = "/" in key and not key.startswith("accuracy")
+    return "_R@" in key or key.startswith(("zeroshot_", "base_top", "new_top", "harmonic")) or benchmark
 
 
-def _shown(key: str) -> bool:
+def _shown(key: str, value=0.0) -> bool:
+    if not isinstance(value, (int, float)) or key.rsplit("/", 1)[-1].startswith("num_"):
+        return False
     return is_percentage(key) or key.startswith("accuracy")
 
 
@@ -21,7 +25,7 @@ def _digits(keys) -> int:
 
 def format_summary(metrics: dict) -> str:
     base, trained = metrics.get("base", {}), metrics.get("trained", {})
-    keys = [k for k in trained if _shown(k)] or [k for k in base if _shown(k)]
+    keys = [k for k, v in trained.items() if _shown(k, v)] or [k for k, v in base.items() if _shown(k, v)]
     lines = []
     if keys:
         width = max(12, *(len(k) + 2 for k in keys))

@@ -14,6 +14,7 @@ from tunevl.data.sources.base import IMAGE_FIELDS, RECORD_FIELDS, Source
 from tunevl.data.sources.captions import CocoCaptions, KarpathySplit
 from tunevl.data.sources.folder import CoopSplit, ImageFolder
 from tunevl.data.sources.pope import PopeSource
+from tunevl.data.sources.negclip import NegClipTsv
 from tunevl.data.sources.tabular import CsvSource, JsonlSource, ParquetSource, SavedDataset
 
 #: Recipe names of the file-backed sources.
@@ -27,6 +28,7 @@ SOURCES = {
     "karpathy": KarpathySplit,
     "coop_split": CoopSplit,
     "pope": PopeSource,
+    "negclip_tsv": NegClipTsv,
 }
 
 
@@ -51,6 +53,8 @@ def detect_source(path: str) -> str:
     if not os.path.isfile(full):
         raise DataError(f"no such file or folder: {full}", arg="path")
     ending = full.lower().rsplit(".", 1)[-1]
+    if ending == "tsv" and _is_negclip(full):
+        return "negclip_tsv"
     if ending in ("jsonl", "csv", "tsv", "parquet"):
         return {"tsv": "csv"}.get(ending, ending)
     if ending == "json":
@@ -74,7 +78,14 @@ def detect_source(path: str) -> str:
                     f"(readers: {', '.join(SOURCES)})", arg="path")
 
 
+def _is_negclip(path: str) -> bool:
+    """A TSV whose header names NegCLIP's columns."""
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\r\n").split("\t")
+    return {"title", "filepath", "neg_caption", "neg_image"} <= set(header)
+
+
 __all__ = [
     "IMAGE_FIELDS", "RECORD_FIELDS", "SOURCES", "CocoCaptions", "CoopSplit", "CsvSource", "ImageFolder",
-    "JsonlSource", "KarpathySplit", "ParquetSource", "PopeSource", "SavedDataset", "Source", "detect_source",
+    "JsonlSource", "KarpathySplit", "NegClipTsv", "ParquetSource", "PopeSource", "SavedDataset", "Source", "detect_source",
 ]

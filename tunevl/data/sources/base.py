@@ -30,11 +30,14 @@ RECORD_FIELDS: tuple[str, ...] = (
     "image", "images", "text", "long_text", "captions", "messages", "system_prompt", "negatives",
     "negative_image", "count", "label", "prompt", "chosen", "rejected", "contrast_image", "contrast_images",
     "contrast_text", "index",
+    # counting: a fixed counterfactual caption (else made on the fly); NegCLIP: the caption of
+    # `negative_image` and that caption's own hard negatives
+    "counterfactual", "negative_image_text", "negative_image_negatives",
 )
 IMAGE_FIELDS: tuple[str, ...] = ("image", "negative_image", "contrast_image")
 IMAGE_LIST_FIELDS: tuple[str, ...] = ("images", "contrast_images")
 # Fields holding lists; in a CSV cell they are JSON or Python literals (NegCLIP writes the latter).
-LIST_FIELDS: tuple[str, ...] = ("images", "contrast_images", "captions", "negatives", "messages")
+LIST_FIELDS: tuple[str, ...] = ("images", "contrast_images", "captions", "negatives", "messages", "negative_image_negatives")
 
 
 class Source:
