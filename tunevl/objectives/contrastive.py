@@ -20,6 +20,7 @@ class _ImageTextPairs(Objective):
     """Encodes matching image-text pairs with the view's logit scale and bias."""
 
     requires = frozenset({"image", "text"})
+    embedding_loss = True  # GradCache can encode its records in chunks (Objective's docstring)
 
     def encode(self, view, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {

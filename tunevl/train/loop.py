@@ -29,7 +29,7 @@ from tunevl.errors import TrainingError
 from tunevl.eval import evaluate
 from tunevl.models import load_view, resolve_dtype
 from tunevl.train import checkpoint as ckpt
-from tunevl.train import distributed
+from tunevl.train import distributed, grad_cache
 from tunevl.train.engine import DeepSpeedEngine, TorchEngine, TrainModule
 
 log = logging.getLogger("tunevl")
@@ -66,14 +66,16 @@ def _enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _collate(module, fields, records):
+def _collate(module, fields, chunk_size, records):
+    if chunk_size:  # GradCache: the micro-batch collated chunk by chunk
+        return grad_cache.collate(module, records, fields, chunk_size)
     return module.collate(records, fields)
 
 
-def _batches(dataset, stream, start, stop, module, fields, workers):
+def _batches(dataset, stream, start, stop, module, fields, workers, chunk_size=None):
     sampler = [idx for _, idx in stream.iterate(start, stop)]
     return iter(torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=partial(_collate, module, fields), num_workers=workers
+        dataset, batch_sampler=sampler, collate_fn=partial(_collate, module, fields, chunk_size), num_workers=workers
     ))
 
 
@@ -200,7 +202,8 @@ def run(recipe) -> tuple[dict, TrainModule]:
 
     loggers = _Loggers(cfg, out, recipe.tree, dist.is_main)
     accum = cfg.gradient_accumulation_steps
-    batches = _batches(train_ds, stream, step * accum, total_steps * accum, module, fields, cfg.dataloader_num_workers)
+    batches = _batches(train_ds, stream, step * accum, total_steps * accum, module, fields, cfg.dataloader_num_workers,
+                       cfg.grad_cache_chunk_size)
     if rng is not None:  # after the data iterator exists: its creation draws from the RNG in both runs
         ckpt.restore_rng(rng)
     bar = _progress(total_steps, step, enabled=dist.is_main and cfg.progress_bar)
@@ -211,6 +214,9 @@ def run(recipe) -> tuple[dict, TrainModule]:
         step_loss = torch.zeros((), device=dist.device)
         for micro, (batch, scale) in enumerate(zip(micro_batches, scales)):
             last = micro == accum - 1
+            if cfg.grad_cache_chunk_size:  # train/grad_cache.py (moves its chunks to the device one at a time)
+                step_loss += grad_cache.micro_step(engine, batch, scale, last)
+                continue
             with engine.accumulate(sync=last):
                 terms = engine.forward(_to_device(batch, dist.device), scale)
                 loss = sum(terms.values())
