@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 WORLD = 2
-PER_RANK, CHUNK = 7, 3  # chunks of [3, 3, 1] records on each rank
+PER_RANK, CHUNK = 7, 3  # chunks of [1, 3, 3] records on each rank
 
 
 def _overrides(model_path, out, objective, deepspeed=None):

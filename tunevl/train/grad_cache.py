@@ -11,7 +11,9 @@ embedding of the batch at once, but not every activation: so
    dropout included) and back-propagates its slice of the kept gradient.
 
 Activation memory is that of one chunk; the gradients equal those of the whole micro-batch in one
-piece. Step 2 costs one extra forward per chunk.
+piece. The price is one extra forward per chunk, except the last: it is encoded with its graph in
+step 1 and back-propagated first in step 3, without a second encode (its activations are the one
+chunk's worth the other chunks then take in turn).
 
 Which objectives: those that declare ``Objective.embedding_loss`` (their loss reads the records only
 through what encode returns; see the base-class docstring for how outputs are laid out). The
@@ -52,16 +54,17 @@ __all__ = ["chunk_sizes", "collate", "micro_step"]
 def chunk_sizes(n: int, chunk_size: int) -> list[int]:
     """Record counts of the chunks of an ``n``-record micro-batch, each at most ``chunk_size``.
 
-    One chunk when ``n <= chunk_size``. Otherwise full chunks and the remainder; when the chunk size
-    divides ``n``, the last chunk is split into ``chunk_size - 1`` and 1 records, so that at least two
-    sizes differ (how per-record outputs are told from shared ones).
+    One chunk when ``n <= chunk_size``. Otherwise the remainder, then full chunks; when the chunk size
+    divides ``n``, one chunk is split into 1 and ``chunk_size - 1`` records, so that at least two sizes
+    differ (how per-record outputs are told from shared ones). The last chunk is a full one: it is the
+    one whose graph is kept from the first pass (:func:`micro_step`).
     """
     if chunk_size < 2:
         raise ValueError(f"grad_cache_chunk_size must be >= 2, got {chunk_size}")
     if n <= chunk_size:
         return [n]
     full, rest = divmod(n, chunk_size)
-    return [chunk_size] * full + [rest] if rest else [chunk_size] * (full - 1) + [chunk_size - 1, 1]
+    return [rest] + [chunk_size] * full if rest else [1, chunk_size - 1] + [chunk_size] * (full - 1)
 
 
 def collate(module, records: list[dict], fields: set[str], chunk_size: int) -> dict[str, Any]:
@@ -246,24 +249,56 @@ def micro_step(engine, batch: dict[str, Any], scales: dict, last: bool) -> torch
     sizes = [int(c["index"].shape[0]) for c in chunks]
     emb = [i for i, o in enumerate(module.objectives) if o.embedding_loss]
     other = [i for i in range(len(module.objectives)) if i not in emb]
+    counts = [module.counts(chunk) for chunk in chunks]
+    sums = {key: sum(c[key] for c in counts).clamp(min=1) for key in counts[0]}
+    states, specs = [], {}
 
-    # 1. Every chunk encoded without a graph, from a remembered RNG state.
-    states, outputs, specs = [], [], {}
-
-    def encode(chunk):
-        states.append(_RngState(run.device))
-        parts, out = module.parts(chunk), []
+    def encode(parts, j):
+        """Every embedding objective's encode outputs on chunk ``j``, as lists of leaves."""
+        out = []
         for i in emb:
             leaves, spec = tree_flatten(module.objectives[i].encode(module.view, parts[i]))
             if specs.setdefault(i, spec) != spec:
                 raise TrainingError(f"objective {type(module.objectives[i]).__name__}: encode returned a different "
-                                    f"structure for chunk {len(states) - 1} than for chunk 0")
-            out.append([_keep(v) for v in leaves])
+                                    f"structure for chunk {j} than for chunk 0")
+            out.append(leaves)
         return out
 
-    with torch.no_grad():
-        for chunk in chunks:
-            outputs.append(run.forward(chunk, encode) if emb else [])
+    def others(parts, j):
+        """The other objectives' weighted terms on chunk ``j``, each scaled by the chunk's share of its counts."""
+        value = reported = torch.zeros((), device=run.device)
+        for i in other:
+            objective = module.objectives[i]
+            terms = objective(module.view, parts[i])
+            missing = [name for name in terms if (i, name) not in counts[j]]
+            if missing:
+                raise TrainingError(
+                    f"objective {type(objective).__name__}: term(s) {missing} have no counts (micro-batch means) and the "
+                    "objective is not an embedding_loss: under train.grad_cache_chunk_size it runs chunk by chunk, which "
+                    "would change that mean. Give those terms counts(), or unset grad_cache_chunk_size"
+                )
+            factors = {name: (counts[j][(i, name)] / sums[(i, name)]).float().to(run.device) for name in terms}
+            term = _weighted(objective, i, terms, scales, factors)
+            value, reported = value + term, reported + term.detach()
+        return value, reported
+
+    # 1. Every chunk encoded from a remembered RNG state: without a graph, except the last chunk, whose graph
+    # is kept until step 3 (it is back-propagated first, without a second encode; its activations are the
+    # one chunk's worth of memory the other chunks need in turn).
+    def first_pass(chunk, j):
+        states.append(_RngState(run.device))
+        parts = module.parts(chunk)
+        if j < len(chunks) - 1:
+            return [[_keep(v) for v in leaves] for leaves in encode(parts, j)], None
+        graph = encode(parts, j)
+        detached = [[_keep(v.detach()) if torch.is_tensor(v) else _keep(v) for v in leaves] for leaves in graph]
+        return detached, (graph, *others(parts, j))
+
+    outputs = []
+    for j, chunk in enumerate(chunks):
+        with torch.set_grad_enabled(j == len(chunks) - 1):
+            detached, kept = run.forward(chunk, lambda c, j=j: first_pass(c, j))
+        outputs.append(detached)
 
     # 2. The loss on the whole micro-batch and its gradient with respect to the encode outputs.
     layouts, grads, total = [], [], torch.zeros((), device=run.device)
@@ -283,46 +318,41 @@ def micro_step(engine, batch: dict[str, Any], scales: dict, last: bool) -> torch
                      else [None] * len(wanted))
         grads = [[next(found) if torch.is_tensor(v) and v.requires_grad else None for v in group] for group in leaves]
         total = total + emb_loss.detach()
-        del leaves, outputs, emb_loss
+        del leaves, emb_loss
+    del outputs
 
-    # 3. Every chunk again, with a graph: encode outputs back-propagate their slice of the cached gradient
-    # under the replayed RNG state; the other objectives run as usual, each term weighted by the chunk's
-    # share of its counts.
-    counts = [module.counts(chunk) for chunk in chunks]
-    sums = {key: sum(c[key] for c in counts).clamp(min=1) for key in counts[0]}
+    def surrogate(graph, j):
+        """A scalar whose gradient with respect to chunk ``j``'s encode outputs is their cached gradient."""
+        value = torch.zeros((), device=run.device)
+        for k, leaves in enumerate(graph):
+            for leaf, g in zip(leaves, layouts[k].chunk_grads(grads[k], sizes, j)):
+                if g is not None and leaf.requires_grad:
+                    value = value + (leaf * g).sum()
+        return value
 
-    def replay(chunk, j):
-        parts, surrogate, reported = module.parts(chunk), torch.zeros((), device=run.device), None
+    # 3. The kept last chunk back-propagates, then every other chunk is encoded again with a graph under its
+    # replayed RNG state (the same dropout masks); the other objectives draw from the ongoing stream.
+    graph, value, reported = kept
+    loss = surrogate(graph, len(chunks) - 1) + value
+    if loss.requires_grad:
+        run.backward(loss)
+    total = total + reported
+    del graph, value, loss, kept
+
+    def second_pass(chunk, j):
+        parts, graph = module.parts(chunk), []
         if emb:
             main = _RngState(run.device)
             states[j].restore()
-            for k, i in enumerate(emb):
-                leaves = tree_flatten(module.objectives[i].encode(module.view, parts[i]))[0]
-                for leaf, g in zip(leaves, layouts[k].chunk_grads(grads[k], sizes, j)):
-                    if g is not None and leaf.requires_grad:
-                        surrogate = surrogate + (leaf * g).sum()
-            main.restore()  # the other objectives draw from the ongoing stream, not the replayed one
-        for i in other:
-            objective = module.objectives[i]
-            terms = objective(module.view, parts[i])
-            missing = [name for name in terms if (i, name) not in counts[j]]
-            if missing:
-                raise TrainingError(
-                    f"objective {type(objective).__name__}: term(s) {missing} have no counts (micro-batch means) and the "
-                    "objective is not an embedding_loss: under train.grad_cache_chunk_size it runs chunk by chunk, which "
-                    "would change that mean. Give those terms counts(), or unset grad_cache_chunk_size"
-                )
-            factors = {name: (counts[j][(i, name)] / sums[(i, name)]).float().to(run.device) for name in terms}
-            value = _weighted(objective, i, terms, scales, factors)
-            surrogate = surrogate + value
-            reported = value.detach() if reported is None else reported + value.detach()
-        return surrogate, reported
+            graph = encode(parts, j)
+            main.restore()
+        value, reported = others(parts, j)
+        return surrogate(graph, j) + value, reported
 
-    for j, chunk in enumerate(chunks):
-        surrogate, reported = run.forward(chunk, lambda c, j=j: replay(c, j), boundary=last and j == len(chunks) - 1)
-        if surrogate.requires_grad:
-            run.backward(surrogate)
-        if reported is not None:
-            total = total + reported
+    for j, chunk in enumerate(chunks[:-1]):
+        loss, reported = run.forward(chunk, lambda c, j=j: second_pass(c, j), boundary=last and j == len(chunks) - 2)
+        if loss.requires_grad:
+            run.backward(loss)
+        total = total + reported
     run.end_micro_batch(last)
     return total
