@@ -115,8 +115,7 @@ def main() -> None:
         for mode, n in (("plain", args.batch), ("grad_cache", args.batch * args.factor)):
             sizes = grad_cache.chunk_sizes(n, args.batch) if mode == "grad_cache" else [n]
 
-            def train_step(seed):
-                batch = make_chunks(n, sizes, args, eos, device, seed)
+            def train_step(batch):
                 scales = step_scales(module, [batch], dist_info, 1)[0]
                 if mode == "grad_cache":
                     loss = grad_cache.micro_step(engine, batch, scales, last=True)
@@ -125,25 +124,27 @@ def main() -> None:
                     engine.backward(loss)
                 return engine.step(loss.detach())[0]
 
-            train_step(0)  # warm-up
             seconds, peaks = 0.0, []
-            for s in range(args.steps):
-                inputs_seed = s + 1
+            for s in range(args.steps + 1):  # step 0 warms up
+                batch = make_chunks(n, sizes, args, eos, device, seed=s)  # built outside the timings
                 with PeakMemory(device) as peak:
                     start = time.perf_counter()
-                    loss = train_step(inputs_seed)  # engine.step syncs with the host
-                    seconds += time.perf_counter() - start
-                peaks.append(peak.bytes)
+                    loss = train_step(batch)  # engine.step syncs with the host
+                    elapsed = time.perf_counter() - start
+                del batch
+                if s:
+                    seconds += elapsed
+                    peaks.append(peak.bytes)
             results[mode] = {"mode": mode, "batch": n, "chunks": len(sizes), "seconds_per_step": round(seconds / args.steps, 3),
                              "images_per_second": round(n * args.steps / seconds, 1),
-                             "peak_gib": round(max(peaks) / 2**30, 3), "loss": round(loss, 4)}
+                             "peak_mib": round(max(peaks) / 2**20, 1), "loss": round(loss, 4)}
             print(json.dumps(results[mode]), flush=True)
     plain, cached = results["plain"], results["grad_cache"]
     print(f"CLIP with {params / 1e6:.0f}M parameters, vision {args.vision_layers}x{args.vision_hidden} at {args.image_size}px, "
           f"text {args.text_layers}x{args.text_hidden} over {args.text_length} tokens; {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"contrastive batch {cached['batch']} vs {plain['batch']} ({args.factor}x)")
-    print(f"peak memory ratio grad_cache / plain: {cached['peak_gib'] / max(plain['peak_gib'], 1e-9):.3f}")
+    print(f"peak memory ratio grad_cache / plain: {cached['peak_mib'] / max(plain['peak_mib'], 1e-9):.3f}")
     print(f"images/s ratio grad_cache / plain:    {cached['images_per_second'] / plain['images_per_second']:.3f}")
 
 

@@ -291,7 +291,7 @@ def micro_step(engine, batch: dict[str, Any], scales: dict, last: bool) -> torch
         if j < len(chunks) - 1:
             return [[_keep(v) for v in leaves] for leaves in encode(parts, j)], None
         graph = encode(parts, j)
-        detached = [[_keep(v.detach()) if torch.is_tensor(v) else _keep(v) for v in leaves] for leaves in graph]
+        detached = [[_keep(v).detach() if torch.is_tensor(v) else v for v in leaves] for leaves in graph]
         return detached, (graph, *others(parts, j))
 
     outputs = []
