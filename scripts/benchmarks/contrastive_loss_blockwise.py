@@ -8,7 +8,8 @@ gradients within 1e-5 relative (fp32). On CPU, ``seconds`` is the process's CPU 
 machine's other processes do not inflate it; ``wall_seconds`` is printed too), on a GPU wall time.
 
 Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU, and the process's peak resident size
-(``VmHWM``, reset through ``/proc/self/clear_refs``) on CPU. On CPU the direct path at N = 32,768 holds
+(``VmHWM``, reset through ``/proc/self/clear_refs``, with glibc's mmap threshold fixed at 128 KiB so that
+freed tensors leave the resident size) on CPU. On CPU the direct path at N = 32,768 holds
 about ten 4 GiB matrices (~40 GiB); pass a smaller ``--n`` on smaller machines. Run::
 
     OMP_NUM_THREADS=1 python scripts/benchmarks/contrastive_loss_blockwise.py [--n 32768 --dim 768 --device cuda]
@@ -92,6 +93,10 @@ def main() -> None:
     p.add_argument("--skip-direct", action="store_true", help="blockwise only, where the direct path does not fit")
     args = p.parse_args()
     device = torch.device(args.device)
+    if device.type == "cpu":  # freed tensors back to the system at once: the resident peak follows live tensors
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 131072)  # M_MMAP_THRESHOLD (fixed, no dynamic raise)
     fns = [info_nce, sigmoid_loss] if args.loss == "both" else [{"info_nce": info_nce, "sigmoid_loss": sigmoid_loss}[args.loss]]
     inputs = _inputs(args.n, args.dim, device)
     block = args.block_size if args.block_size is not None else None

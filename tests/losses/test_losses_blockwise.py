@@ -1,6 +1,7 @@
 """Blockwise contrastive losses: values and gradients equal the direct path, and peak memory drops."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -159,7 +160,10 @@ def test_blockwise_peak_memory():
     """Peak resident memory of forward + backward, blockwise (64-row blocks) vs the direct path, in a fresh
     process: the direct path holds several N x N fp32 matrices, the blockwise one a few 64 x N blocks."""
     n = 2048
-    out = subprocess.run([sys.executable, "-c", _PEAK, str(n)], capture_output=True, text=True, timeout=300)
+    # A fixed mmap threshold: freed tensors go back to the system at once, so the resident size follows the live
+    # tensors (glibc's dynamic threshold otherwise keeps freed 16 MiB blocks in the heap for the next loss to reuse).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    out = subprocess.run([sys.executable, "-c", _PEAK, str(n)], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     peaks = json.loads(out.stdout.strip().splitlines()[-1])
     matrix_kib = n * n * 4 // 1024  # one N x N fp32 matrix: 16 MiB
