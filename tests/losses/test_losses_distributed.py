@@ -124,6 +124,10 @@ def _worker(rank, init_file):
             ("info_nce_local", functools.partial(info_nce, local_loss=True), (1,), True),
             ("sigmoid", sigmoid_loss, (1,), True),
             ("sigmoid", sigmoid_loss, (), True),
+            # Blockwise paths (blocks of 2 rows: several per rank, and a rank with 0 rows).
+            ("info_nce", functools.partial(info_nce, block_size=2), (1,), True),
+            ("info_nce_local", functools.partial(info_nce, local_loss=True, block_size=2), (), False),
+            ("sigmoid", functools.partial(sigmoid_loss, block_size=2), (1,), True),
         ]
         for sizes in [(4, 4), (5, 2), (3, 0)]:  # equal, unequal, and a rank without records
             for name, fn, scale_shape, with_bias in cases:

@@ -37,12 +37,36 @@ class Objective(nn.Module):
     ``1 / gradient_accumulation_steps`` each. Objectives never divide by the accumulation count or
     the world size themselves.
 
+    **Large contrastive batches (GradCache).** ``embedding_loss = True`` declares that :meth:`loss`
+    reads the records only through what :meth:`encode` returns. With ``train.grad_cache_chunk_size``
+    the loop then encodes a micro-batch in chunks of records without a graph, runs :meth:`loss` once
+    on the whole micro-batch, and encodes each chunk again to back-propagate its share
+    (:mod:`tunevl.train.grad_cache`). Such an objective needs no code of its own for it, only
+    outputs that chunks can be put together from:
+
+    * a tensor with ``m x n`` rows for ``n`` records holds ``m`` blocks of per-record rows, one block
+      after the other, each in record order: ``image_embeds`` ``[n, D]`` (m = 1), NegCLIP's
+      ``cat([images, hard_images])`` ``[2n, D]`` (m = 2). Several rows per record interleaved go in an
+      ``[n, m, ...]`` tensor. Trailing dimensions must not depend on the records (pad to a fixed
+      length), and a record without some field keeps its rows (mask it in :meth:`loss`): a tensor
+      over a subset of the records cannot be put back together.
+    * everything else is shared by the micro-batch: scalars (the logit scale and bias), tensors whose
+      shape does not depend on the records (CoOp's class-prompt embeddings ``[C, D]``), plain values.
+      Every chunk computes them again; :meth:`loss` sees the first chunk's, and their gradient flows
+      back through the first chunk's encode.
+    * encode computes everything trainable: :meth:`loss` calls no module (an encode output that is
+      an ``nn.Module`` is an error).
+
+    Objectives whose terms are all counted (next-token, DPO) keep ``embedding_loss = False``: under
+    GradCache they run encode and loss chunk by chunk, which leaves their gradient unchanged.
+
     Args:
         weight: Multiplier of this objective's terms in the total loss (>= 0).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()
     families: ClassVar[tuple[str, ...]] = ()
+    embedding_loss: ClassVar[bool] = False
 
     def __init__(self, weight: float = 1.0):
         super().__init__()

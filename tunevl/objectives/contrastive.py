@@ -17,10 +17,17 @@ def equal_sizes(embeds: torch.Tensor) -> list[int]:
     return [embeds.shape[0]] * world_info()[1]
 
 
+def _check_block(value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise ValueError(f"loss_block_size must be null (automatic), 0 (whole matrix) or positive, got {value}")
+    return value
+
+
 class _ImageTextPairs(Objective):
     """Encodes matching image-text pairs with the view's logit scale and bias."""
 
     requires = frozenset({"image", "text"})
+    embedding_loss = True  # GradCache can encode its records in chunks (Objective's docstring)
 
     def encode(self, view, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {
@@ -42,17 +49,21 @@ class Contrastive(_ImageTextPairs):
         weight: Multiplier in the total loss.
         local_loss: Each rank scores only its own rows against the gathered batch
             (O(B·WB) memory instead of O((WB)²)); the loss and gradients are unchanged.
+        loss_block_size: Rows of logits computed at a time, in the forward and again in the
+            backward (:func:`tunevl.losses.info_nce`'s ``block_size``): None picks blocks above
+            2^24 logits, 0 computes the whole matrix. Values and gradients are unchanged.
     """
 
     families = DUAL_ENCODER
 
-    def __init__(self, weight: float = 1.0, local_loss: bool = False):
+    def __init__(self, weight: float = 1.0, local_loss: bool = False, loss_block_size: int | None = None):
         super().__init__(weight)
         self.local_loss = local_loss
+        self.loss_block_size = _check_block(loss_block_size)
 
     def loss(self, image_embeds, text_embeds, logit_scale, logit_bias=None) -> dict[str, torch.Tensor]:
         return {"contrastive": info_nce(image_embeds, text_embeds, logit_scale, logit_bias, local_loss=self.local_loss,
-                                        sizes=equal_sizes(image_embeds))}
+                                        sizes=equal_sizes(image_embeds), block_size=self.loss_block_size)}
 
 
 class Sigmoid(_ImageTextPairs):
@@ -69,9 +80,16 @@ class Sigmoid(_ImageTextPairs):
 
     Args:
         weight: Multiplier in the total loss.
+        loss_block_size: Rows of logits computed at a time (:func:`tunevl.losses.sigmoid_loss`'s
+            ``block_size``): None picks blocks above 2^24 logits, 0 computes the whole matrix.
     """
 
     families = DUAL_ENCODER
 
+    def __init__(self, weight: float = 1.0, loss_block_size: int | None = None):
+        super().__init__(weight)
+        self.loss_block_size = _check_block(loss_block_size)
+
     def loss(self, image_embeds, text_embeds, logit_scale, logit_bias=None) -> dict[str, torch.Tensor]:
-        return {"sigmoid": sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias, sizes=equal_sizes(image_embeds))}
+        return {"sigmoid": sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias, sizes=equal_sizes(image_embeds),
+                                        block_size=self.loss_block_size)}

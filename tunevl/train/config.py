@@ -45,6 +45,10 @@ class TrainConfig:
         bf16: Train in bfloat16 autocast. None picks bf16 on GPUs that support it, fp32 on CPU.
         deepspeed: DeepSpeed config: a JSON path or a preset name (``zero2``, ``zero3``, ``zero3_offload``).
         gradient_checkpointing: Recompute activations in the backward to save memory.
+        grad_cache_chunk_size: GradCache (Gao et al. 2021): encode each micro-batch in chunks of
+            this many records (>= 2) and hold activations for one chunk only, so the contrastive
+            batch (``per_device_train_batch_size`` x processes) can exceed memory. Gradients are
+            unchanged; each chunk is encoded twice. None: off. See ``tunevl/train/grad_cache.py``.
         logging_steps: Log the loss every this many optimizer steps.
         save_steps: Save a resumable checkpoint every this many steps; 0 saves only at the end.
         save_total_limit: Keep at most this many checkpoints (oldest deleted); None keeps all.
@@ -80,6 +84,7 @@ class TrainConfig:
     bf16: bool | None = None
     deepspeed: str | None = None
     gradient_checkpointing: bool = False
+    grad_cache_chunk_size: Annotated[int, Range(ge=2)] | None = None
     logging_steps: Positive = 10
     save_steps: NonNegative = 0
     save_total_limit: NonNegative | None = 2
@@ -98,6 +103,8 @@ class TrainConfig:
             raise ValueError("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
         if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+        if self.grad_cache_chunk_size is not None and self.grad_cache_chunk_size < 2:
+            raise ValueError("grad_cache_chunk_size must be >= 2 (records per chunk), or null for no GradCache")
         if self.eval_steps < 0:
             raise ValueError("eval_steps must be >= 0 (0: evaluate only at the start and the end)")
         if self.max_grad_norm < 0:

@@ -48,18 +48,22 @@ class TrainModule(nn.Module):
     def counts(self, batch: dict[str, Any]) -> dict[tuple[int, str], torch.Tensor]:
         """Per-term item counts of a micro-batch (``Objective.counts``), keyed ``(objective index, term)``."""
         out = {}
-        for i, (objective, part) in enumerate(zip(self.objectives, self.parts(batch))):
-            for name, value in objective.counts(part).items():
-                out[(i, name)] = torch.as_tensor(value, dtype=torch.float64).reshape(())
+        for chunk in batch.get("chunks") or [batch]:  # GradCache collates a micro-batch in chunks (grad_cache.py)
+            for i, (objective, part) in enumerate(zip(self.objectives, self.parts(chunk))):
+                for name, value in objective.counts(part).items():
+                    out[(i, name)] = out.get((i, name), 0) + torch.as_tensor(value, dtype=torch.float64).reshape(())
         return out
 
-    def forward(self, batch: dict[str, Any], scales: dict | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, Any], scales: dict | None = None, call=None) -> dict[str, torch.Tensor]:
         """Weighted loss terms of one micro-batch.
 
         ``scales`` maps ``(objective index, term)`` to the term's normalisation factor and ``None``
         to the factor of terms without counts (see :class:`~tunevl.objectives.Objective`); without
-        it the terms are the objectives' own micro-batch means.
+        it the terms are the objectives' own micro-batch means. ``call(batch)``, when given, runs
+        instead (GradCache's passes over chunks, inside the engine's forward).
         """
+        if call is not None:
+            return call(batch)
         terms: dict[str, torch.Tensor] = {}
         for i, (objective, part) in enumerate(zip(self.objectives, self.parts(batch))):
             for name, value in objective(self.view, part).items():

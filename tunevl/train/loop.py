@@ -33,7 +33,7 @@ from tunevl.eval.benchmarks import load_benchmarks, save_plots
 from tunevl.models import load_view, resolve_dtype
 from tunevl.objectives.reference import prepare_reference_logps
 from tunevl.train import checkpoint as ckpt
-from tunevl.train import distributed, rundir
+from tunevl.train import distributed, grad_cache, rundir
 from tunevl.train.deepspeed_config import resolve_deepspeed_config
 from tunevl.train.engine import DeepSpeedEngine, TorchEngine, TrainModule, partitioned_loading
 from tunevl.train.report import plot_run
@@ -81,14 +81,16 @@ def _enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _collate(module, fields, records):
+def _collate(module, fields, chunk_size, records):
+    if chunk_size:  # GradCache: the micro-batch collated chunk by chunk
+        return grad_cache.collate(module, records, fields, chunk_size)
     return module.collate(records, fields)
 
 
-def _batches(dataset, stream, start, stop, module, fields, workers):
+def _batches(dataset, stream, start, stop, module, fields, workers, chunk_size=None):
     sampler = [idx for _, idx in stream.iterate(start, stop)]
     return iter(torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=partial(_collate, module, fields), num_workers=workers
+        dataset, batch_sampler=sampler, collate_fn=partial(_collate, module, fields, chunk_size), num_workers=workers
     ))
 
 
@@ -238,7 +240,8 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None, out: Path) -> tu
 
     loggers = _Loggers(cfg, out, recipe.tree, dist.is_main)
     accum = cfg.gradient_accumulation_steps
-    batches = _batches(train_ds, stream, step * accum, total_steps * accum, module, fields, cfg.dataloader_num_workers)
+    batches = _batches(train_ds, stream, step * accum, total_steps * accum, module, fields, cfg.dataloader_num_workers,
+                       cfg.grad_cache_chunk_size)
     if rng is not None:  # after the data iterator exists: its creation draws from the RNG in both runs
         ckpt.restore_rng(rng)
     bar = _progress(total_steps, step, enabled=dist.is_main and cfg.progress_bar)
@@ -249,6 +252,9 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None, out: Path) -> tu
         step_loss = torch.zeros((), device=dist.device)
         for micro, (batch, scale) in enumerate(zip(micro_batches, scales)):
             last = micro == accum - 1
+            if cfg.grad_cache_chunk_size:  # train/grad_cache.py (moves its chunks to the device one at a time)
+                step_loss += grad_cache.micro_step(engine, batch, scale, last)
+                continue
             with engine.accumulate(sync=last):
                 terms = engine.forward(_to_device(batch, dist.device), scale)
                 loss = sum(terms.values())
