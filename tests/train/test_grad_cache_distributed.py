@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import timedelta
 
 import pytest
 import torch
