@@ -27,7 +27,7 @@ from tunevl.objectives.reference import (
 )
 from tunevl.train.distributed import DistInfo
 
-FAMILIES = ["tiny-llava", "tiny-qwen2-vl"]
+FAMILIES = ["tiny-llava", "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-idefics3", "tiny-paligemma"]
 
 
 def _adapted(name: str, soft: bool = True):

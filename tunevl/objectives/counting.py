@@ -9,6 +9,7 @@ import torch
 
 from tunevl.data.counterfactuals import DEFAULT_NUMBERS, counterfactual
 from tunevl.losses import counting_loss
+from tunevl.models.registry import DUAL_ENCODER
 from tunevl.objectives.base import Objective
 
 
@@ -35,7 +36,7 @@ class Counting(Objective):
     """
 
     requires = frozenset({"image", "text"})
-    families = ("clip", "siglip")
+    families = DUAL_ENCODER
 
     def __init__(self, weight: float = 1.0, numbers: list[int] | None = None, seed: int = 0):
         super().__init__(weight)

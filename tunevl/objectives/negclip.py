@@ -11,6 +11,7 @@ import torch
 from tunevl.data.hard_negatives import hard_negatives
 from tunevl.errors import DataError
 from tunevl.losses import negclip_loss
+from tunevl.models.registry import DUAL_ENCODER
 from tunevl.objectives.base import Objective
 
 
@@ -40,7 +41,7 @@ class NegClip(Objective):
     """
 
     requires = frozenset({"image", "text"})
-    families = ("clip", "siglip")
+    families = DUAL_ENCODER
 
     def __init__(self, weight: float = 1.0, generate_negatives: bool = True, negative_images: bool = True,
                  local_loss: bool = False, seed: int = 0):

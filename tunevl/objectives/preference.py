@@ -19,6 +19,7 @@ import torch
 from tunevl.data.preference import SVCO_WITH_IMAGE, SVCO_WITHOUT_IMAGE, dpo_conversations, normalise_preference, svco_conversations
 from tunevl.losses import dpo_loss, sequence_logps, svco_loss
 from tunevl.losses.preference import SVCO_KEYS, svco_betas
+from tunevl.models.registry import GENERATIVE
 from tunevl.objectives.base import Objective
 from tunevl.objectives.reference import drop_soft_prompt, reference_model
 
@@ -31,7 +32,7 @@ def _canonical(records: list[dict]) -> list[dict]:
 class _PreferenceObjective(Objective):
     """What DPO and S-VCO share: sequence log-probs, the reference pass and its precomputed table."""
 
-    families = ("llava", "qwen2_vl")
+    families = GENERATIVE
     #: Term name, and the prefix of this objective's keys in the batch.
     name: ClassVar[str] = ""
     #: The reference log-probs one record needs, in table-column order.
