@@ -15,6 +15,13 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_cache(tmp_path_factory):
+    """Built-in tiny models built on demand (tiny-siglip, tiny-llava...) go to a temporary cache, not ~/.cache."""
+    os.environ["TUNEVL_CACHE"] = str(tmp_path_factory.mktemp("tunevl_cache"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_path(tmp_path_factory) -> str:
     """A freshly built (random) tiny CLIP saved with save_pretrained."""

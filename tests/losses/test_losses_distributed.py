@@ -102,10 +102,13 @@ def _check_chunk_sync(rank):
     head.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
     # no_grad: the checkpointed path imports torch._dynamo (~1.5 s); the chunk count logic is shared.
     with torch.no_grad():
-        out = sequence_logps(hidden, head, labels, chunk_size=3)
+        out = sequence_logps(hidden, head, labels, chunk_size=3, sync_chunk_count=True)
         assert len(calls) == 5, calls  # ceil(14 / 3) on both ranks
         _close(out, sequence_logps(hidden, head, labels, 3, sync_chunk_count=False))
-    assert len(calls) == 5 + (5 if rank == 0 else 1)
+        assert len(calls) == 5 + (5 if rank == 0 else 1)
+        # The default syncs only for a ZeRO-3-partitioned head (no collective, no host sync otherwise).
+        _close(out, sequence_logps(hidden, head, labels, 3))
+    assert len(calls) == 5 + 2 * (5 if rank == 0 else 1)
 
 
 def _worker(rank, init_file):

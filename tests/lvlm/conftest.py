@@ -1,16 +1,8 @@
-"""LVLM test fixtures: tiny models built once per session into a temporary cache."""
+"""LVLM test fixtures (tiny models are built once per session into a temporary cache: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _tiny_cache(tmp_path_factory):
-    import os
-
-    os.environ["TUNEVL_CACHE"] = str(tmp_path_factory.mktemp("tunevl_cache"))
-    yield
 
 
 @pytest.fixture

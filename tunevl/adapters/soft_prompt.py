@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from tunevl.models.lvlm import SOFT_PROMPT_POSITIONS, SoftPrompt
+from tunevl.models.partitioned import gathered
 
 __all__ = ["SOFT_PROMPT_POSITIONS", "SoftPrompt", "SoftPromptConfig", "apply_soft_prompt"]
 
@@ -53,12 +54,13 @@ def apply_soft_prompt(view, config: dict | SoftPromptConfig) -> SoftPrompt:
             raise ValueError("adapters.soft_prompt.init_text has no tokens")
         n = cfg.num_tokens or len(ids)
         ids = [ids[i % len(ids)] for i in range(n)]
-        with torch.no_grad():
+        with torch.no_grad(), gathered(embed.weight):  # ZeRO-3 loads the embedding partitioned
             init = embed(torch.tensor(ids, device=embed.weight.device)).float()
     else:
         g = torch.Generator().manual_seed(0)
-        std = float(embed.weight.float().std())
-        init = torch.randn(cfg.num_tokens, embed.weight.shape[1], generator=g) * std
+        with gathered(embed.weight):
+            std, hidden = float(embed.weight.float().std()), embed.weight.shape[1]
+        init = torch.randn(cfg.num_tokens, hidden, generator=g) * std
     prompt = SoftPrompt(init.shape[0], init.shape[1], cfg.position)
     with torch.no_grad():
         prompt.weight.copy_(init)

@@ -40,7 +40,7 @@ def _setup_logging() -> None:
     main = os.environ.get("RANK", "0") == "0"
     logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for noisy in ("transformers", "DeepSpeed", "deepspeed", "torch.distributed"):
+    for noisy in ("transformers", "DeepSpeed", "deepspeed", "torch.distributed", "bitsandbytes", "kernels"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # Deprecation notices from dependencies say nothing a tunevl user can act on.
     for module in ("transformers", "peft", "torch.distributed", "deepspeed"):

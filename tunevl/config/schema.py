@@ -105,6 +105,7 @@ class Recipe:
         attempt(self._check_data)
         if not problems:  # the family checks resolve components the steps above vouch for
             attempt(self._check_family)
+            attempt(self._check_deepspeed)
         if problems:
             raise problems[0] if len(problems) == 1 else RecipeProblems(problems)
 
@@ -202,6 +203,21 @@ class Recipe:
             if looks_like_preset and item not in presets and item != "all-linear":
                 hint = nearest(item, list(presets))
                 raise self.error(("adapters", "lora", "target_modules"), f"{item!r} is not a {family} preset{f'; did you mean {hint!r}?' if hint else ''} (presets: {', '.join(sorted(presets))}; or give a list of module names or a regex)")
+
+    def _check_deepspeed(self) -> None:
+        """A DeepSpeed JSON that disagrees with the recipe (checks needing the world size wait for ``train``)."""
+        value = (self.tree.get("train") or {}).get("deepspeed")
+        if not value:
+            return
+        from tunevl.train.deepspeed_config import deepspeed_conflicts, read_deepspeed_config
+
+        try:
+            path, ds = read_deepspeed_config(value)
+        except (RecipeError, FileNotFoundError) as err:
+            raise self.error(("train", "deepspeed"), getattr(err, "message", str(err))) from None
+        problems = deepspeed_conflicts(ds, self.train_config(), world_size=None, bf16=None)
+        if problems:
+            raise self.error(("train", "deepspeed"), f"{path}: " + "; ".join(problems))
 
     # ---- building --------------------------------------------------------------------
     def model_config(self):

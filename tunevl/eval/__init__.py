@@ -15,6 +15,7 @@ import torch
 
 from tunevl.errors import DataError
 from tunevl.eval.retrieval import caption_relevance, record_captions, retrieval_metrics
+from tunevl.eval.sharding import batched_calls, gather_objects, gather_rows, shard_map, share
 from tunevl.eval.zeroshot import class_embeddings, zeroshot_metrics
 
 
@@ -37,8 +38,10 @@ def _where(dataset, i: int) -> str:
 def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) -> dict[str, Any]:
     """Retrieval and/or zero-shot metrics of an encoder on a dataset.
 
-    The model is put in eval mode for the duration and restored afterwards. Every
-    rank computes the same numbers (under ZeRO-3 they must all run the forwards).
+    The model is put in eval mode for the duration and restored afterwards. Under several
+    processes each rank embeds its share of the images and texts and every rank receives all
+    of them, so every rank returns the same numbers as one process would; every rank runs the
+    same number of forwards (ZeRO-3 needs all ranks in each).
 
     Args:
         encoder: A :class:`tunevl.inference.DualEncoder`, or a family view (wrapped in one).
@@ -80,33 +83,44 @@ def evaluate(encoder, dataset, eval_cfg=None, *, batch_size: int | None = None) 
     if model is not None:
         model.eval()
     try:
+        # Each rank embeds its share of the records and of the texts; every rank gets every result.
         step = getattr(encoder, "batch_size", 64)
-        image_embeds, captions, labels = [], [], []
-        for start in range(0, n, step):
-            records = [dataset[i] for i in range(start, min(start + step, n))]
-            for offset, rec in enumerate(records):
+        indices, size = share(n)
+        image_embeds, captions, labels, kept = [], [], [], 0
+        for call in batched_calls(indices, size, step):
+            records = [dataset[i] for i in call]
+            real = [i in indices for i in call]
+            for i, rec, keep in zip(call, records, real):
+                if not keep:
+                    continue
                 if want_retrieval:
                     caps = record_captions(rec)
                     if not caps:
-                        raise DataError(f"{_where(dataset, start + offset)}: retrieval needs 'text' or 'captions', "
-                                        "which this record lacks")
+                        raise DataError(f"{_where(dataset, i)}: retrieval needs 'text' or 'captions', which this record lacks")
                     captions.append(caps)
                 if want_zeroshot:
                     if rec.get("label") is None:
-                        raise DataError(f"{_where(dataset, start + offset)}: zero-shot needs 'label', which this record lacks")
+                        raise DataError(f"{_where(dataset, i)}: zero-shot needs 'label', which this record lacks")
                     labels.append(int(rec["label"]))
-            image_embeds.append(encoder.embed_images([r["image"] for r in records]))
-        images = torch.cat(image_embeds)
+            embeds = encoder.embed_images([r["image"] for r in records])
+            image_embeds.append(embeds[: sum(real)])
+            kept += sum(real)
+        images = gather_rows(torch.cat(image_embeds), kept, size, n)
+        captions, labels = gather_objects(captions), gather_objects(labels)
+
+        def embed_texts(texts):
+            return shard_map(encoder.embed_texts, texts, step)
+
         out: dict[str, Any] = {}
         if want_retrieval:
             dedupe = cfg.dedupe_captions
             if dedupe is None:
                 dedupe = first.get("captions") is None
             texts, relevant = caption_relevance(captions, dedupe=dedupe)
-            out.update(retrieval_metrics(images, encoder.embed_texts(texts), relevant, cfg.ks))
+            out.update(retrieval_metrics(images, embed_texts(texts), relevant, cfg.ks))
             out["num_images"], out["num_texts"] = n, len(texts)
         if want_zeroshot:
-            classes = class_embeddings(encoder.embed_texts, classnames, cfg.templates)
+            classes = class_embeddings(embed_texts, classnames, cfg.templates)
             out.update(zeroshot_metrics(images, classes, torch.tensor(labels), cfg.zeroshot_ks))
             out["num_classes"] = len(classnames)
             if not want_retrieval:

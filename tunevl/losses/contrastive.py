@@ -17,6 +17,8 @@ Conventions shared by both functions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -40,12 +42,15 @@ def _check_pair(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> None:
         )
 
 
-def _layout(image_embeds: torch.Tensor, text_embeds: torch.Tensor, group):
+def _layout(image_embeds: torch.Tensor, text_embeds: torch.Tensor, group, sizes=None):
     """(compute dtype, local n, world size, every rank's n, global N, this rank's first global row)."""
     _check_pair(image_embeds, text_embeds)
     rank, world = world_info(group)
     n = image_embeds.shape[0]
-    sizes = gather_sizes(n, group, image_embeds.device) if world > 1 else [n]
+    if sizes is None:
+        sizes = gather_sizes(n, group, image_embeds.device) if world > 1 else [n]
+    elif len(sizes) != world or sizes[rank] != n:
+        raise ValueError(f"sizes {list(sizes)} do not match world size {world} and this rank's {n} rows")
     return _compute_dtype(image_embeds), n, world, sizes, sum(sizes), sum(sizes[:rank])
 
 
@@ -64,6 +69,7 @@ def info_nce(
     *,
     local_loss: bool = False,
     group: dist.ProcessGroup | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Symmetric CLIP contrastive loss, ``(CE(L_img, y) + CE(L_txt, y)) / 2`` with ``y`` the matching pair.
 
@@ -92,11 +98,13 @@ def info_nce(
         logit_bias: Optional additive bias of the logits.
         local_loss: Score only local rows against the gathered columns (O(n * N) memory).
         group: Process group; the default group when ``None``.
+        sizes: Every rank's batch size, when the caller knows them (the training loop gives every rank
+            equal micro-batches); saves a collective and a host synchronisation per call.
 
     Returns:
         Scalar loss in at least fp32, see above.
     """
-    dtype, n, world, sizes, total, offset = _layout(image_embeds, text_embeds, group)
+    dtype, n, world, sizes, total, offset = _layout(image_embeds, text_embeds, group, sizes)
     all_img = gather_with_grad(image_embeds, group, sizes=sizes).to(dtype)
     all_txt = gather_with_grad(text_embeds, group, sizes=sizes).to(dtype)
     denom = 2 * max(total, 1)
@@ -125,6 +133,7 @@ def sigmoid_loss(
     logit_bias: ScalarLike | None,
     *,
     group: dist.ProcessGroup | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """SigLIP pairwise sigmoid loss (Zhai et al. 2023, https://arxiv.org/abs/2303.15343).
 
@@ -146,11 +155,12 @@ def sigmoid_loss(
         logit_scale: Multiplier of the cosine similarities (already exponentiated; SigLIP inits 10).
         logit_bias: Additive bias of the logits (SigLIP inits -10); ``None`` means 0.
         group: Process group; the default group when ``None``.
+        sizes: Every rank's batch size, when known (see :func:`info_nce`).
 
     Returns:
         Scalar loss in at least fp32, see above.
     """
-    dtype, n, world, sizes, total, offset = _layout(image_embeds, text_embeds, group)
+    dtype, n, world, sizes, total, offset = _layout(image_embeds, text_embeds, group, sizes)
     all_txt = gather_with_grad(text_embeds, group, sizes=sizes).to(dtype)
     logits = _logits(image_embeds.to(dtype), all_txt, logit_scale, logit_bias)
     # -log sigmoid(-x) = softplus(x) and -log sigmoid(x) = softplus(x) - x; logaddexp(x, 0) is a

@@ -39,8 +39,15 @@ def _chunk_logps(lm_head: LMHead, hidden: torch.Tensor, targets: torch.Tensor) -
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def _chunk_count(n_rows: int, chunk_size: int, device: torch.device, sync: bool, group) -> int:
+def _partitioned(lm_head) -> bool:
+    params = lm_head.parameters() if hasattr(lm_head, "parameters") else ()
+    return any(hasattr(p, "ds_id") for p in params)
+
+
+def _chunk_count(n_rows: int, chunk_size: int, device: torch.device, sync: bool | None, group, lm_head) -> int:
     count = max(1, math.ceil(n_rows / chunk_size))
+    if sync is None:  # only ZeRO-3 gathers the head's weights collectively on each call
+        sync = _partitioned(lm_head)
     if sync and world_info(group)[1] > 1:
         t = torch.tensor([count], dtype=torch.long, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
@@ -53,7 +60,7 @@ def _token_logps(
     lm_head: LMHead,
     labels: torch.Tensor,
     chunk_size: int,
-    sync_chunk_count: bool,
+    sync_chunk_count: bool | None,
     group,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the valid next tokens, ``[M]`` in row-major order, and their sequence index ``[M]``."""
@@ -71,7 +78,7 @@ def _token_logps(
     seq_index = valid.nonzero()[:, 0]
     # At least one call (possibly on 0 rows) keeps lm_head in the graph, and the count is made equal
     # across ranks: ZeRO-3 all-gathers the head's weights on every call (forward and recompute).
-    n_chunks = _chunk_count(hidden.shape[0], chunk_size, hidden.device, sync_chunk_count, group)
+    n_chunks = _chunk_count(hidden.shape[0], chunk_size, hidden.device, sync_chunk_count, group, lm_head)
     pieces = []
     for k in range(n_chunks):
         rows = slice(k * chunk_size, (k + 1) * chunk_size)
@@ -89,7 +96,7 @@ def sequence_logps(
     labels: torch.Tensor,
     chunk_size: int = 1024,
     *,
-    sync_chunk_count: bool = True,
+    sync_chunk_count: bool | None = None,
     group: dist.ProcessGroup | None = None,
 ) -> torch.Tensor:
     """Summed log-probability of each sequence's labelled tokens.
@@ -108,7 +115,9 @@ def sequence_logps(
         sync_chunk_count: Under an initialised process group with more than one rank, all-reduce
             the number of ``lm_head`` calls so every rank makes the same number (ZeRO-3 gathers the
             head's weights collectively on each call). This is a collective: every rank must call
-            the function, else pass ``False``.
+            the function, else pass ``False``. ``None`` (default): only when the head's parameters
+            are ZeRO-3-partitioned (elsewhere the count needs no agreement, and the all-reduce
+            would cost a host synchronisation per call).
         group: Process group for that synchronisation.
 
     Returns:
@@ -126,7 +135,7 @@ def next_token_loss(
     chunk_size: int = 1024,
     *,
     num_items_in_batch: int | torch.Tensor | None = None,
-    sync_chunk_count: bool = True,
+    sync_chunk_count: bool | None = None,
     group: dist.ProcessGroup | None = None,
 ) -> torch.Tensor:
     """Mean next-token cross entropy over labelled tokens, through the chunked path of :func:`sequence_logps`.

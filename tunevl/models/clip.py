@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -41,7 +42,38 @@ class ClipView(DualEncoderView):
         m = self.base_model
         if m.logit_scale.dim() == 0:
             m.logit_scale = nn.Parameter(m.logit_scale.detach().reshape(1), requires_grad=m.logit_scale.requires_grad)
-            self.original_shapes = {"logit_scale": torch.Size([])}  # what bundles and merges write back
+        self.original_shapes = {"logit_scale": torch.Size([])}  # what bundles and merges write back (CLIPModel's shape)
+
+    @classmethod
+    @contextlib.contextmanager
+    def loading_patches(cls, model_cls):
+        """Besides the fp32 scale (see the base class): under ZeRO-3's partitioned loading (``zero.Init``) the
+        0-dim ``logit_scale`` would fail DeepSpeed's parameter broadcast, so the model is built with a ``[1]``
+        scale and the checkpoint's 0-dim value is reshaped as it is loaded into it."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        with super().loading_patches(model_cls):
+            if not is_deepspeed_zero3_enabled():
+                yield
+                return
+            init, load = model_cls.__init__, model_cls._load_from_state_dict
+
+            def init_one_dim(self, *args, **kwargs):
+                init(self, *args, **kwargs)
+                if self.logit_scale.dim() == 0:
+                    self.logit_scale = nn.Parameter(self.logit_scale.detach().reshape(1))
+
+            def load_one_dim(self, state_dict, prefix, *args, **kwargs):
+                key = prefix + "logit_scale"
+                if key in state_dict and state_dict[key].dim() == 0:
+                    state_dict[key] = state_dict[key].reshape(1)
+                return load(self, state_dict, prefix, *args, **kwargs)
+
+            model_cls.__init__, model_cls._load_from_state_dict = init_one_dim, load_one_dim
+            try:
+                yield
+            finally:
+                model_cls.__init__, model_cls._load_from_state_dict = init, load
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         tok = self.processor.tokenizer(

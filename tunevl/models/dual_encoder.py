@@ -7,6 +7,7 @@ loading, batching, the image/text encoders and the extras bookkeeping live here.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import torch
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunevl.data.images import load_image
+
+_UNSET = object()
 
 
 class DualEncoderView:
@@ -50,7 +53,8 @@ class DualEncoderView:
         path = resolve_builtin(config.name_or_path)
         kwargs = dict(revision=config.revision, trust_remote_code=config.trust_remote_code)
         model_cls = getattr(transformers, cls.model_class)
-        model = model_cls.from_pretrained(path, dtype=torch_dtype or torch.float32, **kwargs)
+        with cls.loading_patches(model_cls):
+            model = model_cls.from_pretrained(path, dtype=torch_dtype or torch.float32, **kwargs)
         processor = AutoProcessor.from_pretrained(path, **kwargs)
         model.requires_grad_(False)
         view = cls(model, processor, config)
@@ -58,6 +62,25 @@ class DualEncoderView:
             for name in cls.extra_names:
                 getattr(view.base_model, name).requires_grad_(True)
         return view
+
+    @classmethod
+    @contextlib.contextmanager
+    def loading_patches(cls, model_cls):
+        """Class settings in force while ``from_pretrained`` builds the model.
+
+        The logit scale and bias load and stay in fp32 whatever the frozen base's dtype (bf16 would
+        turn a scale of 100 into 98.9: PITFALLS.md), through transformers' own
+        ``_keep_in_fp32_modules_strict``, restored on exit.
+        """
+        before = model_cls.__dict__.get("_keep_in_fp32_modules_strict", _UNSET)
+        model_cls._keep_in_fp32_modules_strict = sorted(set(model_cls._keep_in_fp32_modules_strict or ()) | set(cls.extra_names))
+        try:
+            yield
+        finally:
+            if before is _UNSET:
+                del model_cls._keep_in_fp32_modules_strict
+            else:
+                model_cls._keep_in_fp32_modules_strict = before
 
     @property
     def base_model(self) -> nn.Module:
@@ -81,8 +104,17 @@ class DualEncoderView:
                 param.copy_(value.reshape(param.shape))
 
     def external_parameters(self) -> list[nn.Parameter]:
-        """Parameters read outside their owner's forward; ZeRO-3 must gather them explicitly."""
+        """Parameters the objectives read outside any module's forward; ZeRO-3 gathers them with the train module."""
         return [getattr(self.base_model, name) for name in self.extra_names]
+
+    def zero3_external_parameters(self) -> list[tuple[nn.Module, nn.Parameter]]:
+        """``(module, parameter)`` pairs where the module's forward reads a child's parameter directly.
+
+        ZeRO-3 gathers a parameter in its owner's forward only; CLIP's and SigLIP's text embeddings read
+        ``position_embedding.weight.shape`` before calling the child (an empty ``(0,)`` tensor outside it).
+        """
+        embeddings = self.base_model.text_model.embeddings
+        return [(embeddings, embeddings.position_embedding.weight)]
 
     # ---- batches -----------------------------------------------------------------------
     @property

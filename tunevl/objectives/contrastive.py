@@ -7,8 +7,14 @@ from typing import Any
 import torch
 
 from tunevl.losses import info_nce, sigmoid_loss
+from tunevl.losses.distributed import world_info
 from tunevl.models.registry import DUAL_ENCODER
 from tunevl.objectives.base import Objective
+
+
+def equal_sizes(embeds: torch.Tensor) -> list[int]:
+    """Every rank's rows when all ranks hold the same number (the loop's micro-batches are equal on every rank)."""
+    return [embeds.shape[0]] * world_info()[1]
 
 
 class _ImageTextPairs(Objective):
@@ -45,7 +51,8 @@ class Contrastive(_ImageTextPairs):
         self.local_loss = local_loss
 
     def loss(self, image_embeds, text_embeds, logit_scale, logit_bias=None) -> dict[str, torch.Tensor]:
-        return {"contrastive": info_nce(image_embeds, text_embeds, logit_scale, logit_bias, local_loss=self.local_loss)}
+        return {"contrastive": info_nce(image_embeds, text_embeds, logit_scale, logit_bias, local_loss=self.local_loss,
+                                        sizes=equal_sizes(image_embeds))}
 
 
 class Sigmoid(_ImageTextPairs):
@@ -67,4 +74,4 @@ class Sigmoid(_ImageTextPairs):
     families = DUAL_ENCODER
 
     def loss(self, image_embeds, text_embeds, logit_scale, logit_bias=None) -> dict[str, torch.Tensor]:
-        return {"sigmoid": sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias)}
+        return {"sigmoid": sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias, sizes=equal_sizes(image_embeds))}

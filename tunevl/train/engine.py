@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from tunevl.train.config import TrainConfig
+from tunevl.train.deepspeed_config import is_zero3, resolve_deepspeed_config
 from tunevl.train.distributed import DistInfo
 
-_PRESETS = Path(__file__).resolve().parent.parent / "recipes" / "deepspeed"
 
 
 class TrainModule(nn.Module):
@@ -88,42 +86,23 @@ def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     return get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def resolve_deepspeed_config(value: str, cfg: TrainConfig, dist_info: DistInfo, bf16: bool) -> dict:
-    """Read a DeepSpeed JSON (path or preset name) and fill its ``auto`` values from the recipe."""
-    path = Path(value)
-    if not path.is_file():
-        preset = _PRESETS / f"{value}.json"
-        if not preset.is_file():
-            names = sorted(p.stem for p in _PRESETS.glob("*.json"))
-            raise FileNotFoundError(f"train.deepspeed: {value!r} is neither a file nor a preset ({', '.join(names)})")
-        path = preset
-    ds = json.loads(path.read_text())
-    fill = {
-        "train_micro_batch_size_per_gpu": cfg.per_device_train_batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "train_batch_size": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * dist_info.world_size,
-        "gradient_clipping": cfg.max_grad_norm,
-    }
-    for key, val in fill.items():
-        if ds.get(key, "auto") == "auto":
-            ds[key] = val
-    ds.setdefault("bf16", {})
-    if ds["bf16"].get("enabled", "auto") == "auto":
-        ds["bf16"]["enabled"] = bf16
-    opt = ds.setdefault("optimizer", {"type": "AdamW", "params": {}})
-    params = opt.setdefault("params", {})
-    for key, val in {
-        "lr": cfg.learning_rate,
-        "betas": [cfg.adam_beta1, cfg.adam_beta2],
-        "eps": cfg.adam_epsilon,
-        "weight_decay": cfg.weight_decay,
-    }.items():
-        if params.get(key, "auto") == "auto":
-            params[key] = val
-    if dist_info.device.type == "cpu":
-        params.setdefault("torch_adam", True)  # DeepSpeed's fused Adam needs a long JIT build on CPU
-    ds.setdefault("steps_per_print", 10**9)
-    return ds
+@contextlib.contextmanager
+def partitioned_loading(ds_config: dict | None):
+    """Within the context, under ZeRO-3, ``from_pretrained`` builds models partitioned across ranks
+    (``deepspeed.zero.Init`` through transformers' DeepSpeed integration), so a 7B base is never whole on
+    every rank. Outside ZeRO-3 it does nothing. The integration is switched off on exit, so a later
+    ``from_pretrained`` in the same process loads normally."""
+    if not is_zero3(ds_config):
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    keep = HfDeepSpeedConfig(ds_config)  # transformers holds a weak reference: keep it alive
+    try:
+        yield keep
+    finally:
+        unset_hf_deepspeed_config()
 
 
 def total_grad_norm(params) -> torch.Tensor:
@@ -135,28 +114,37 @@ def total_grad_norm(params) -> torch.Tensor:
 
 
 class StepSnapshot:
-    """The trainable state before an optimizer update: the tensors the optimizer updates (DeepSpeed's fp32
-    master partitions, or the parameters), its per-parameter state and the scheduler's state.
+    """The trainable state before an optimizer update: the tensors the optimizer updates (the parameters, or
+    DeepSpeed's fp32 master partitions), their optimizer state and the scheduler's state.
 
-    Copied into buffers kept between steps (for adapters a few times their size), so that a step that
-    turns out to have broken the model can be undone and the last good state saved.
+    Copied into buffers kept between steps (for adapters a few times their size, no communication), so
+    that an update that broke the model can be undone and the last good state saved.
+
+    Args:
+        optimizer: The torch optimizer whose ``state`` is keyed by ``masters``.
+        scheduler: The learning-rate scheduler.
+        masters: Callable returning the tensors the optimizer updates (read at each step: DeepSpeed's ZeRO-3
+            swaps them in and out of the inner optimizer's param groups around its step).
     """
 
-    def __init__(self, optimizer, scheduler):
-        self.optimizer, self.scheduler = optimizer, scheduler
-        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+    def __init__(self, optimizer, scheduler, masters):
+        self.optimizer, self.scheduler, self.masters = optimizer, scheduler, masters
+        self.params: list[torch.Tensor] = []
         self.buffers: list[torch.Tensor] | None = None
-        self.state: list[dict] = []
+        self.state: list[dict | None] = []
         self.scheduler_state: dict | None = None
 
     def take(self) -> None:
+        params = list(self.masters())
+        if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
+            self.params, self.buffers = params, None
         with torch.no_grad():
             if self.buffers is None:
-                self.buffers = [p.detach().clone() for p in self.params]
-            elif self.params:  # none on a rank whose ZeRO-3 optimizer holds no partition (main fixes this in b5cee65)
-                torch._foreach_copy_(self.buffers, [p.detach() for p in self.params])
+                self.buffers = [p.detach().clone() for p in params]
+            elif params:
+                torch._foreach_copy_(self.buffers, [p.detach() for p in params])
             self.state = [{k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in self.optimizer.state[p].items()}
-                          if p in self.optimizer.state else None for p in self.params]
+                          if p in self.optimizer.state else None for p in params]
         self.scheduler_state = self.scheduler.state_dict()
 
     def restore(self) -> bool:
@@ -172,6 +160,17 @@ class StepSnapshot:
                     self.optimizer.state[p] = state
         self.scheduler.load_state_dict(self.scheduler_state)
         return True
+
+
+def _deepspeed_masters(optimizer) -> tuple:
+    """(torch optimizer, callable -> fp32 master tensors) of a DeepSpeed optimizer wrapper."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    for name in ("fp32_partitioned_groups_flat",  # ZeRO-3
+                 "single_partition_of_fp32_groups",  # ZeRO-1/2
+                 "fp32_groups_flat_partition"):  # bf16 optimizer without ZeRO
+        if hasattr(optimizer, name):
+            return inner, lambda: getattr(optimizer, name)
+    return inner, lambda: [p for group in inner.param_groups for p in group["params"]]
 
 
 class TorchEngine:
@@ -192,7 +191,7 @@ class TorchEngine:
         )
         self.scheduler = make_scheduler(cfg, self.optimizer, total_steps)
         self.trainable = [p for p in module.parameters() if p.requires_grad]
-        self.snapshot = StepSnapshot(self.optimizer, self.scheduler)
+        self.snapshot = StepSnapshot(self.optimizer, self.scheduler, lambda: self.trainable)
         self.bounds = module.view.parameter_bounds() if hasattr(module.view, "parameter_bounds") else {}
 
     def accumulate(self, sync: bool):
@@ -249,19 +248,41 @@ def _reduce_status(status: torch.Tensor, world: int) -> tuple[float, bool, bool]
     return values[0] / world, *(v > 0 for v in values[1:])
 
 
+def _clamp_master(param: nn.Parameter, low: float | None, high: float | None) -> None:
+    """Clamp DeepSpeed's fp32 master copy of ``param`` (the module copy is overwritten from it every step).
+
+    Each rank clamps its own partition in place: no communication, and no full-parameter write (which
+    fails for a ZeRO-3 parameter smaller than the world size, whose partitions are padding).
+    """
+    from deepspeed.utils import safe_get_local_fp32_param, safe_set_local_fp32_param
+
+    with torch.no_grad():
+        if hasattr(param, "ds_id"):  # ZeRO-3
+            local = safe_get_local_fp32_param(param)
+            if local is not None and local.numel():
+                safe_set_local_fp32_param(param, local.clamp(low, high))
+        elif getattr(param, "_hp_mapping", None) is not None:  # ZeRO-1/2, bf16 optimizer: a view of this rank's fragment
+            param._hp_mapping.get_hp_fragment().clamp_(low, high)
+        else:  # no master copy (fp32 without ZeRO), or no fragment on this rank
+            param.clamp_(low, high)
+
+
 class DeepSpeedEngine:
     """``deepspeed.initialize`` over the same module; ZeRO stage and offload come from the JSON config."""
 
-    def __init__(self, module: TrainModule, cfg: TrainConfig, dist_info: DistInfo, total_steps: int, bf16: bool):
+    def __init__(self, module: TrainModule, cfg: TrainConfig, dist_info: DistInfo, total_steps: int, bf16: bool,
+                 ds_config: dict | None = None):
         import deepspeed
 
         self.cfg, self.dist, self.module = cfg, dist_info, module
-        self.ds_config = resolve_deepspeed_config(cfg.deepspeed, cfg, dist_info, bf16)
+        self.ds_config = ds_config if ds_config is not None else resolve_deepspeed_config(cfg.deepspeed, cfg, dist_info, bf16)
         self.trainable_names = [n for n, p in module.named_parameters() if p.requires_grad]
-        self.zero3 = self.ds_config.get("zero_optimization", {}).get("stage", 0) == 3
+        self.zero3 = is_zero3(self.ds_config)
         if self.zero3:
             for p in module.view.external_parameters():
                 deepspeed.zero.register_external_parameter(module, p)
+            for owner, p in getattr(module.view, "zero3_external_parameters", list)():
+                deepspeed.zero.register_external_parameter(owner, p)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=module,
             model_parameters=param_groups(module, cfg.weight_decay),
@@ -269,8 +290,8 @@ class DeepSpeedEngine:
             config=self.ds_config,
         )
         self.partitioned = self._count_partitioned() if self.zero3 else None
-        inner = getattr(self.optimizer, "optimizer", None)
-        self.snapshot = StepSnapshot(inner if isinstance(inner, torch.optim.Optimizer) else self.optimizer, self.scheduler)
+        inner, masters = _deepspeed_masters(self.optimizer)
+        self.snapshot = StepSnapshot(inner, self.scheduler, masters)
         self.bounds = module.view.parameter_bounds() if hasattr(module.view, "parameter_bounds") else {}
 
     def _count_partitioned(self) -> dict[str, int]:
@@ -302,16 +323,8 @@ class DeepSpeedEngine:
         self.engine.step()
         if not self.engine.was_step_applied():
             return loss, "gradients"
-        if self.bounds:
-            from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
-
-            for param, low, high in self.bounds.values():  # on the fp32 master copy: the module copy is overwritten
-                master = safe_get_full_fp32_param(param)
-                if master is None:  # no master copy (fp32 without ZeRO): the parameter itself
-                    with torch.no_grad():
-                        param.clamp_(low, high)
-                else:
-                    safe_set_full_fp32_param(param, master.clamp(low, high))
+        for param, low, high in self.bounds.values():
+            _clamp_master(param, low, high)
         return loss, None
 
     def lr(self) -> float:

@@ -25,12 +25,14 @@ from tunevl.adapters.lora import apply_lora, is_adapter_key
 from tunevl.adapters.soft_prompt import apply_soft_prompt
 from tunevl.data.preflight import build_dataset
 from tunevl.data.sampler import MicroBatchStream
+from tunevl.config.errors import RecipeError
 from tunevl.errors import TrainingError
 from tunevl.eval import evaluate
 from tunevl.models import load_view, resolve_dtype
 from tunevl.train import checkpoint as ckpt
 from tunevl.train import distributed
-from tunevl.train.engine import DeepSpeedEngine, TorchEngine, TrainModule
+from tunevl.train.deepspeed_config import resolve_deepspeed_config
+from tunevl.train.engine import DeepSpeedEngine, TorchEngine, TrainModule, partitioned_loading
 
 log = logging.getLogger("tunevl")
 
@@ -41,9 +43,12 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_view(recipe, torch_dtype=None):
-    """Load the model named by the recipe and inject its adapters."""
+def build_view(recipe, torch_dtype=None, seed: int | None = None):
+    """Load the model named by the recipe and inject its adapters (initialised from ``seed`` when given,
+    whatever the loading drew from the RNG: ZeRO-3's partitioned loading draws differently)."""
     view = load_view(recipe.model_config(), torch_dtype=torch_dtype)
+    if seed is not None:
+        set_seed(seed)
     lora = recipe.lora()
     if lora is not None:
         apply_lora(view, lora)
@@ -151,13 +156,27 @@ def train(recipe) -> dict:
 
 def run(recipe) -> tuple[dict, TrainModule]:
     """Like :func:`train`, also returning the trained module (for tests and notebooks)."""
-    cfg, eval_cfg = recipe.train_config(), recipe.eval_config()
+    cfg = recipe.train_config()
     dist = distributed.setup(use_deepspeed=cfg.deepspeed is not None)
     bf16 = cfg.bf16 if cfg.bf16 is not None else (dist.device.type == "cuda" and torch.cuda.is_bf16_supported())
+    # Read and checked against the recipe before anything is loaded: a conflict is a one-line error.
+    try:
+        ds_config = resolve_deepspeed_config(cfg.deepspeed, cfg, dist, bf16) if cfg.deepspeed else None
+    except (RecipeError, FileNotFoundError) as err:
+        raise recipe.error(("train", "deepspeed"), getattr(err, "message", str(err))) from None
+    with partitioned_loading(ds_config):  # ZeRO-3: from_pretrained builds the base partitioned (zero.Init)
+        return _run(recipe, cfg, dist, bf16, ds_config)
+
+
+def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, TrainModule]:
+    eval_cfg = recipe.eval_config()
     out = Path(cfg.output_dir)
     set_seed(cfg.seed)
 
-    view = build_view(recipe, torch_dtype=resolve_dtype(recipe.model_config().dtype, bf16))
+    view = build_view(recipe, torch_dtype=resolve_dtype(recipe.model_config().dtype, bf16), seed=cfg.seed)
+    loaded_partitioned = sum(hasattr(p, "ds_id") for p in view.model.parameters())  # zero.Init at load time
+    if ds_config is not None and dist.is_main and loaded_partitioned:
+        log.info("ZeRO-3: the base model was loaded partitioned (%d parameters never whole on one rank)", loaded_partitioned)
     if cfg.gradient_checkpointing:
         _enable_checkpointing(view.base_model)
     objectives = recipe.build_objectives()
@@ -175,8 +194,10 @@ def run(recipe) -> tuple[dict, TrainModule]:
         len(train_ds), cfg.per_device_train_batch_size, dist.world_size, dist.rank, cfg.seed, cfg.gradient_accumulation_steps
     )
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * stream.steps_per_epoch)
-    engine_cls = DeepSpeedEngine if cfg.deepspeed else TorchEngine
-    engine = engine_cls(module, cfg, dist, total_steps, bf16)
+    if ds_config is not None:
+        engine = DeepSpeedEngine(module, cfg, dist, total_steps, bf16, ds_config)
+    else:
+        engine = TorchEngine(module, cfg, dist, total_steps, bf16)
     module.train()
     if getattr(engine, "partitioned", None) and dist.is_main:
         n = engine.partitioned
@@ -244,7 +265,7 @@ def run(recipe) -> tuple[dict, TrainModule]:
     metrics["train"] = {"steps": step, "seconds_this_run": round(elapsed, 2), "final_loss": history[-1]["loss"] if history else None}
     metrics["run"] = {
         "versions": versions(), "git_sha": git_sha(), "world_size": dist.world_size, "deepspeed": cfg.deepspeed,
-        "bf16": bf16, "zero3_partitioned": getattr(engine, "partitioned", None),
+        "bf16": bf16, "zero3_partitioned": getattr(engine, "partitioned", None), "zero3_loaded_partitioned": loaded_partitioned,
     }
     if dist.is_main:
         (out / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
