@@ -59,7 +59,7 @@ def test_push_then_load_by_repo_id_matches_local(hub, bundle_of, kind, tmp_path,
         saved = load_file(bundle / "tunevl_extras.safetensors")
         assert sorted(saved) == meta["extras"]
         for name, value in saved.items():
-            live = from_hub.view.soft_prompt.weight if name.startswith("soft_prompt.") else getattr(from_hub.view.base_model, name)
+            live = from_hub.view.extra_trainables()[name] if name.startswith("soft_prompt.") else getattr(from_hub.view.base_model, name)
             assert torch.equal(live.detach().reshape(value.shape), value), name
     # The adapter is live: the loaded model differs from the plain base.
     base = kind.base_outputs(meta)
@@ -88,8 +88,7 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
     base = meta["base_model"]["name_or_path"]
     assert data["library_name"] == "tunevl" and data["license"] == "apache-2.0"
     assert kind.tags <= set(data["tags"]) and meta["family"] in data["tags"]
-    pipeline = "image-text-to-text" if kind.generative else "zero-shot-image-classification"
-    assert data["pipeline_tag"] == pipeline
+    assert data["pipeline_tag"] == kind.pipeline
     assert "base_model" not in data  # a local folder or a tunevl built-in is no Hub id; the body names it instead
     assert f"`{base}`" in card and "## What was trained" in card and "## Results" in card
     assert all(m in card for m in kind.mentions), [m for m in kind.mentions if m not in card]
@@ -103,7 +102,11 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
     namespace: dict = {}
     exec(blocks[0], namespace)  # the tunevl.load(repo) block
     local = tunevl.load(bundle)
-    if kind.generative:
+    if kind.embedder:  # embeddings as from a CLIP bundle, and still an LVLM that answers
+        assert namespace["probs"].shape == (1, 2) and torch.equal(namespace["image_embeds"], local.embed_images(["cat.jpg"]))
+        assert torch.equal(namespace["text_embeds"], local.embed_texts(["a photo of a cat"]))
+        assert isinstance(namespace["answer"], str) and namespace["answer"] == local.generate(["cat.jpg"], USAGE_PROMPT)
+    elif kind.generative:
         assert "embed_images" not in card and f'model.generate(["cat.jpg"], "{USAGE_PROMPT}")' in blocks[0]
         assert isinstance(namespace["answer"], str) and namespace["answer"] == local.generate(["cat.jpg"], USAGE_PROMPT)
         # A tiny model may stop at once: compare some forced tokens too.

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from tunevl.adapters.bundle import git_sha, save_bundle, versions
+from tunevl.adapters.embedding_prompts import apply_embedding_prompts
 from tunevl.adapters.card import make_card
 from tunevl.adapters.lora import apply_lora, is_adapter_key
 from tunevl.adapters.soft_prompt import apply_soft_prompt
@@ -28,6 +29,7 @@ from tunevl.data.sampler import MicroBatchStream
 from tunevl.config.errors import RecipeError
 from tunevl.errors import TrainingError
 from tunevl.eval import evaluate
+from tunevl.inference import evaluation_target
 from tunevl.models import load_view, resolve_dtype
 from tunevl.train import checkpoint as ckpt
 from tunevl.train import distributed
@@ -55,6 +57,8 @@ def build_view(recipe, torch_dtype=None, seed: int | None = None):
     soft_prompt = recipe.soft_prompt()
     if soft_prompt is not None:
         apply_soft_prompt(view, soft_prompt)
+    if recipe.embedding_prompts() is not None:  # the LVLM becomes an image-text embedder (VladVA)
+        apply_embedding_prompts(view, recipe.embedding_prompts())
     trainable = [p for p in view.model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("nothing to train: the recipe has no adapters and no extra trainables")
@@ -187,7 +191,8 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None) -> tuple[dict, T
     do_eval = eval_ds is not None
 
     def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
-        return evaluate(view, eval_ds, eval_cfg, batch_size=cfg.per_device_eval_batch_size)
+        return evaluate(evaluation_target(view, cfg.per_device_eval_batch_size), eval_ds, eval_cfg,
+                        batch_size=cfg.per_device_eval_batch_size)
 
     fields = set().union(*(o.requires for o in objectives))
     stream = MicroBatchStream(
