@@ -17,7 +17,7 @@ from tunevl.inference import Embedder
 from tunevl.models import ModelConfig, load_view
 
 RECIPES = {"lvlm/vladva_llava": "tiny-llava", "lvlm/vladva_qwen2_vl": "tiny-qwen2-vl"}
-DATA = {"num_samples": 32, "image_size": 32, "max_count": 3}
+DATA = {"image_size": 32, "max_count": 3}
 
 
 def vladva_overrides(model, out, steps=3, train_layout="either", **extra):
@@ -28,8 +28,8 @@ def vladva_overrides(model, out, steps=3, train_layout="either", **extra):
         "train.per_device_train_batch_size": 4, "train.gradient_accumulation_steps": 1, "train.save_steps": 0,
         "train.learning_rate": 1e-2, "train.warmup_ratio": 0.0, "train.per_device_eval_batch_size": 8, **extra,
     }
-    return [f"data.train={{_component_: synthetic_captions, split: train, layout: {train_layout}, {data}}}",
-            f"data.eval={{_component_: synthetic_captions, split: eval, {data}, num_samples: 12}}",
+    return [f"data.train={{_component_: synthetic_captions, split: train, layout: {train_layout}, num_samples: 32, {data}}}",
+            f"data.eval={{_component_: synthetic_captions, split: eval, num_samples: 12, {data}}}",
             *[f"{k}={v}" for k, v in items.items()]]
 
 
