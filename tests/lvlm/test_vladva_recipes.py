@@ -113,3 +113,23 @@ def test_recipe_trains_and_the_bundle_embeds_as_the_trained_model(name, tmp_path
     assert loaded.embed_images(images).norm(dim=-1).sub(1).abs().max() < 1e-5
     assert loaded.classify(images[:2], ["red", "blue"]).shape == (2, 2)
     assert isinstance(loaded.generate(images[:1], "How many circles?", max_new_tokens=3), str)
+
+
+def test_cli_eval_measures_an_embedder_bundle_and_its_base(tmp_path, capsys):
+    from tunevl.cli import main
+    from tunevl.train.loop import run
+
+    out = tmp_path / "run"
+    run(tunevl.load_recipe("lvlm/vladva_qwen2_vl", vladva_overrides("tiny-qwen2-vl", out, steps=1, **{"train.eval_at_start": "false"})))
+    data = "{_component_: synthetic_captions, split: eval, num_samples: 12, image_size: 32, max_count: 3}"
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", data, "--json", "--ks", "1"]) == 0
+    got = json.loads(capsys.readouterr().out)["metrics"]
+    want = json.loads((out / "metrics.json").read_text())["trained"]
+    for key in ("i2t_R@1", "t2i_R@1"):
+        assert got[key] == pytest.approx(want[key], abs=1e-6), (key, got)
+    # --base on the recipe: the untrained LVLM as an embedder with the handcrafted prompts.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text((out / "recipe.yaml").read_text())
+    assert main(["eval", str(recipe), "--base", "--data", data, "--json", "--ks", "1"]) == 0
+    assert "i2t_R@1" in json.loads(capsys.readouterr().out)["metrics"]

@@ -88,7 +88,7 @@ def load_encoder(model: str, *, base: bool = False, revision: str | None = None,
         recipe = load_recipe(model)
         recipe.validate()
         if base:
-            encoder = _base_encoder(recipe.model_config())
+            encoder = _base_encoder(recipe.model_config(), recipe.embedding_prompts())
         else:
             out = Path(recipe.train_config().output_dir)
             if not (out / "tunevl.json").is_file():
@@ -104,15 +104,21 @@ def load_encoder(model: str, *, base: bool = False, revision: str | None = None,
     else:
         encoder = load(model, revision=revision)
     if not hasattr(encoder, "embed_images") or not hasattr(encoder, "embed_texts"):
-        raise BundleError(f"{model} is not a dual encoder; tunevl eval measures retrieval and zero-shot of CLIP/SigLIP models")
+        raise BundleError(f"{model} is not a dual encoder; tunevl eval measures retrieval and zero-shot of CLIP/SigLIP models "
+                          "and LVLM embedders (adapters.embedding_prompts)")
     return (encoder.to(device) if device else encoder), recipe
 
 
-def _base_encoder(model_config):
+def _base_encoder(model_config, embedding_prompts: dict | None = None):
     from tunevl.inference import for_view
     from tunevl.models import load_view
 
-    return for_view(load_view(model_config))
+    view = load_view(model_config)
+    if embedding_prompts is not None:  # an LVLM embedder recipe: the base model with its handcrafted prompts
+        from tunevl.adapters.embedding_prompts import apply_embedding_prompts
+
+        apply_embedding_prompts(view, embedding_prompts)
+    return for_view(view)
 
 
 def open_data(spec: str, data_args: list[str] = ()):
