@@ -139,8 +139,8 @@ class Recipe:
         if "embedding_prompts" in adapters:
             self._check(("adapters", "embedding_prompts"), _embedding_prompts_config_cls())
             if "soft_prompt" in adapters:
-                raise self.error(("adapters", "soft_prompt"), "an embedder (adapters.embedding_prompts) has its own soft "
-                                 "prompts; drop adapters.soft_prompt or set adapters.embedding_prompts.soft")
+                raise self.error(("adapters", "soft_prompt"), "an embedder (adapters.embedding_prompts) has soft prompts "
+                                 "of its own (its soft: true); drop adapters.soft_prompt")
 
     def _check_objectives(self) -> None:
         objectives = self.tree["objectives"]
