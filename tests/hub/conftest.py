@@ -315,22 +315,36 @@ class BundleKind:
         return self.name.split(":")[-1].startswith(("coop", "cocoop", "vpt"))
 
     @property
+    def embedder(self) -> bool:
+        """An LVLM with embedding prompts (VladVA): ``tunevl.load`` gives embeddings, and generation too."""
+        return "vladva" in self.recipe
+
+    @property
+    def pipeline(self) -> str:
+        return "image-text-to-text" if self.generative and not self.embedder else "zero-shot-image-classification"
+
+    @property
     def slug(self) -> str:
         """The name as a repo or folder name: ``qwen2_vl:soft_prompt+lora`` -> ``qwen2_vl-soft_prompt-lora``."""
         return re.sub(r"[^\w.-]+", "-", self.name)
 
     def inputs(self):
-        """The fixed probe inputs: ``(images, texts)`` for dual encoders; for LVLMs two one-image
+        """The fixed probe inputs: ``(images, texts)`` for dual encoders and embedders; for LVLMs two one-image
         conversations of different lengths (so a batch has padding)."""
-        if self.generative:
-            from tunevl.data.synthetic_vqa import SyntheticVQA
-
-            ds = SyntheticVQA(4, split="eval")
-            return [ds[1], ds[2]]
+        if self.generative and not self.embedder:
+            return self.conversations()
         from tunevl.data.synthetic import SyntheticShapes
 
         ds = SyntheticShapes(num_samples=6, split="eval")
         return [ds[i]["image"] for i in range(6)], [ds[i]["text"] for i in range(6)]
+
+    @staticmethod
+    def conversations():
+        """Two one-image conversations of different lengths (what a generative model is probed with)."""
+        from tunevl.data.synthetic_vqa import SyntheticVQA
+
+        ds = SyntheticVQA(4, split="eval")
+        return [ds[1], ds[2]]
 
     def recipe_overrides(self, out: Path, tiny_clip_path: str, quick) -> list[str]:
         extra = {"train.eval_at_start": "false", **self.overrides}
@@ -343,6 +357,13 @@ class BundleKind:
                     *(f"{k}={v}" for k, v in items.items())]
         if not self.generative:  # the quickstart, shrunk as tests/conftest.py's `quick` does
             return quick(extra.pop("model.name_or_path", tiny_clip_path), out, steps=2, **extra)
+        if self.embedder:  # as tests/lvlm/test_vladva_recipes.py shrinks the VladVA recipes
+            import sys
+
+            sys.path.insert(0, str(Path(__file__).parents[1] / "lvlm"))
+            from test_vladva_recipes import vladva_overrides
+
+            return vladva_overrides(extra.pop("model.name_or_path"), out, steps=2, **extra)
         items = {  # as tests/lvlm/test_lvlm_recipes.py shrinks the LVLM recipes
             "train.output_dir": str(out), "train.max_steps": 2, "train.progress_bar": "false",
             "train.per_device_train_batch_size": 4, "train.save_steps": 0, "train.learning_rate": 1e-2,
@@ -359,6 +380,10 @@ class BundleKind:
         conversations and greedily generated text."""
         view = model.view
         with torch.no_grad():
+            if self.embedder:
+                images, texts = self.inputs()
+                return {"images": model.embed_images(images), "texts": model.embed_texts(texts),
+                        "text": model.generate(images[:1], "How many circles?", max_new_tokens=6, min_new_tokens=4)}
             if self.generative:
                 records = self.inputs()
                 out = {"logps": view.sequence_logps(view.collate(records, {"messages"}))}
@@ -379,6 +404,10 @@ class BundleKind:
         view = load_view(ModelConfig(base["name_or_path"], family=meta["family"], processor_kwargs=base.get("processor_kwargs"),
                                      max_length=base.get("max_length")))
         view.model.eval()
+        if meta.get("embedding_prompts"):  # the base model as an embedder: the handcrafted prompts
+            from tunevl.adapters.embedding_prompts import apply_embedding_prompts
+
+            apply_embedding_prompts(view, meta["embedding_prompts"])
         from tunevl.inference import for_view
 
         return self.outputs(for_view(view))
@@ -465,6 +494,11 @@ KINDS = [
                frozenset({"tunevl", "paligemma", "lora", "peft", "next_token"}), ("r=16", "synthetic_vqa", "accuracy"),
                merge_changes=("language_model.layers.0.self_attn.q_proj", "language_model.layers.1.mlp.down_proj"),
                merge_keeps=("vision_tower.", "multi_modal_projector", "embed_tokens")),
+    BundleKind("llava:vladva+embedding_prompts+lora", "lvlm/vladva_llava", {"model.name_or_path": "tiny-llava"},
+               frozenset({"tunevl", "llava", "lora", "soft-prompt", "vladva_contrastive", "vladva_captions"}),
+               ("r=16", "synthetic_captions", "i2t_R@1", "Summary above image in one word:", "embed_images"),
+               merge_changes=("language_model.layers.0.self_attn.q_proj", "language_model.layers.1.mlp.down_proj"),
+               merge_keeps=("vision_tower.", "multi_modal_projector", "embed_tokens", "lm_head")),
 ]
 # A new adapter kind or family joins the Hub round-trip matrix (push -> load, card, merge) by adding one entry.
 BUNDLE_KINDS: dict[str, BundleKind] = {k.name: k for k in KINDS}

@@ -95,7 +95,7 @@ def _check_generative(plain, ref, kind, out):
     from transformers import AutoImageProcessor, AutoTokenizer
 
     view = ref.view
-    batch = view.collate(kind.inputs(), {"messages"})
+    batch = view.collate(kind.conversations(), {"messages"})
     soft = batch.pop("soft_prompt_mask")
     with torch.no_grad():
         got = plain(**view.model_inputs(batch)).logits
@@ -104,7 +104,7 @@ def _check_generative(plain, ref, kind, out):
         if soft.any():  # the soft prompt is what the merged model lacks
             assert not torch.allclose(view.logits({**batch, "soft_prompt_mask": soft}), want, atol=1e-3)
     # The merged folder's processor pieces load with plain transformers and prepare inputs as tunevl does.
-    images = kind.inputs()[0]["images"]
+    images = kind.conversations()[0]["images"]
     pixels = AutoImageProcessor.from_pretrained(out)(images, return_tensors="pt")["pixel_values"]
     assert torch.equal(pixels, view.process_images(images)[0]["pixel_values"])
     text = "How many circles?"

@@ -27,8 +27,8 @@ def _outputs(model):
 
 def _live_extra(view, name: str):
     """The model's tensor that a bundle extra was loaded into."""
-    if name.startswith("soft_prompt."):
-        return view.soft_prompt.weight
+    if name.startswith("soft_prompt."):  # the single soft prompt, or a named one (an embedder's image/text prompts)
+        return view.extra_trainables()[name]
     if name.startswith(("text_prompts.", "visual_prompts.")):
         return view.prompt_parameters()[name]
     return getattr(view.base_model, name)
@@ -101,8 +101,7 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
     base = meta["base_model"]["name_or_path"]
     assert data["library_name"] == "tunevl" and data["license"] == "apache-2.0"
     assert kind.tags <= set(data["tags"]) and meta["family"] in data["tags"]
-    pipeline = "image-text-to-text" if kind.generative else "zero-shot-image-classification"
-    assert data["pipeline_tag"] == pipeline
+    assert data["pipeline_tag"] == kind.pipeline
     assert "base_model" not in data  # a local folder or a tunevl built-in is no Hub id; the body names it instead
     assert f"`{base}`" in card and "## What was trained" in card and "## Results" in card
     assert all(m in card for m in kind.mentions), [m for m in kind.mentions if m not in card]
@@ -116,7 +115,11 @@ def test_pushed_card_parses_names_base_and_its_usage_runs(hub, bundle_of, kind, 
     namespace: dict = {}
     exec(blocks[0], namespace)  # the tunevl.load(repo) block
     local = tunevl.load(bundle)
-    if kind.generative:
+    if kind.embedder:  # embeddings as from a CLIP bundle, and still an LVLM that answers
+        assert namespace["probs"].shape == (1, 2) and torch.equal(namespace["image_embeds"], local.embed_images(["cat.jpg"]))
+        assert torch.equal(namespace["text_embeds"], local.embed_texts(["a photo of a cat"]))
+        assert isinstance(namespace["answer"], str) and namespace["answer"] == local.generate(["cat.jpg"], USAGE_PROMPT)
+    elif kind.generative:
         assert "embed_images" not in card and f'model.generate(["cat.jpg"], "{USAGE_PROMPT}")' in blocks[0]
         assert isinstance(namespace["answer"], str) and namespace["answer"] == local.generate(["cat.jpg"], USAGE_PROMPT)
         # A tiny model may stop at once: compare some forced tokens too.

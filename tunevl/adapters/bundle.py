@@ -6,6 +6,7 @@ Layout::
     tunevl_extras.safetensors                          other trainables (logit scale, soft prompts, CoOp/VPT prompts, ...)
     recipe.yaml                                        the resolved recipe
     tunevl.json                                        format version, family, base model + config hash, versions
+                                                       (and the embedding prompts of an LVLM embedder)
     README.md                                          model card
 """
 
@@ -124,6 +125,7 @@ def save_bundle(
         },
         "adapters": adapters,
         "extras": sorted(extras),
+        **({"embedding_prompts": view.embedding_prompts.to_dict()} if getattr(view, "embedding_prompts", None) else {}),
         "versions": versions(),
         "git_sha": git_sha(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -209,6 +211,10 @@ def load_bundle(
         if missing:
             raise BundleError(f"{bundle}: {EXTRAS_FILE} lacks {sorted(missing)}, listed in {META_FILE}")
         view.load_extras(extras)
+    if meta.get("embedding_prompts") is not None:  # an LVLM embedder (VladVA): tunevl.load gives an Embedder
+        from tunevl.adapters.embedding_prompts import apply_embedding_prompts
+
+        apply_embedding_prompts(view, meta["embedding_prompts"], from_bundle=True)
     view.model.eval()
     return view
 

@@ -210,7 +210,14 @@ def _usage(meta: dict, where: str) -> list[str]:
     hf_class = _hf_class(family)
     lines = ["### tunevl", "", "```python", "import tunevl", "", f'model = tunevl.load("{where}")']
     text_prompts = (meta.get("prompts") or {}).get("text")
-    if _kind(family) == "dual_encoder":
+    if meta.get("embedding_prompts"):  # an LVLM embedder (VladVA): CLIP's API, plus generate
+        lines += [
+            'image_embeds = model.embed_images(["cat.jpg"])        # [N, D], L2-normalised (image + image prompt, last token)',
+            'text_embeds = model.embed_texts(["a photo of a cat"])  # [N, D], L2-normalised (caption + text prompt)',
+            'probs = model.classify(["cat.jpg"], ["cat", "dog"])    # zero-shot, [N, C]',
+            f'answer = model.generate(["cat.jpg"], "{USAGE_PROMPT}")  # still a generative LVLM',
+        ]
+    elif _kind(family) == "dual_encoder":
         if text_prompts and text_prompts.get("class_specific"):
             names = ", ".join(f'"{c}"' for c in (text_prompts.get("classnames") or [])[:2])
             classify = f'probs = model.classify(["cat.jpg"], [{names}])  # learned per-class prompts: training classes only'
@@ -232,7 +239,12 @@ def _usage(meta: dict, where: str) -> list[str]:
             "# keyword arguments (max_new_tokens=, num_beams=, temperature=, ...) go to transformers' generate",
         ]
     lines.append("```")
-    if _soft_prompts(meta):
+    prompts = meta.get("embedding_prompts")
+    if prompts:
+        lines += ["", f"An embedding is the last token's final hidden state after the image prompt `{prompts['image_prompt']}` "
+                  f"or after the caption and the text prompt `{prompts['text_prompt']}`"
+                  + (", whose tokens the trained soft prompts replace" if prompts.get("soft") else "") + "."]
+    elif _soft_prompts(meta):
         lines += ["", "`generate` places the trained soft prompt in the prompt as it was during training."]
     if not is_portable(base):
         lines += [
@@ -310,7 +322,7 @@ def _front(meta: dict, tree: dict, license: str | None, library: str, tags: list
     if is_hub_id(base):
         data["base_model"] = base
     if _kind(family) is not None:
-        data["pipeline_tag"] = _PIPELINE_TAGS[_kind(family)]
+        data["pipeline_tag"] = _PIPELINE_TAGS["dual_encoder" if meta.get("embedding_prompts") else _kind(family)]
     return data
 
 

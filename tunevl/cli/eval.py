@@ -156,7 +156,7 @@ def load_encoder(model: str, *, base: bool = False, revision: str | None = None,
         recipe = load_recipe(model)
         recipe.validate()
         if base:
-            encoder = _base_encoder(recipe.model_config())
+            encoder = _base_encoder(recipe.model_config(), recipe.embedding_prompts())
         else:
             out = Path(recipe.train_config().output_dir)
             if not (out / "tunevl.json").is_file():
@@ -188,13 +188,18 @@ def _model_config(name: str, revision: str | None = None):
     return ModelConfig(name_or_path=name, revision=revision)
 
 
-def _base_encoder(model_config):
+def _base_encoder(model_config, embedding_prompts: dict | None = None):
     from tunevl.errors import context
     from tunevl.inference import for_view
     from tunevl.models import load_view
 
     with context(f"loading base model {model_config.name_or_path!r}"):
-        return for_view(load_view(model_config))
+        view = load_view(model_config)
+    if embedding_prompts is not None:  # an LVLM embedder recipe: the base model with its handcrafted prompts
+        from tunevl.adapters.embedding_prompts import apply_embedding_prompts
+
+        apply_embedding_prompts(view, embedding_prompts)
+    return for_view(view)
 
 
 def open_data(spec: str, data_args: list[str] = ()):

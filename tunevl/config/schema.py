@@ -6,6 +6,7 @@
     adapters:
       lora:      peft.LoraConfig   (target_modules may name family presets)
       soft_prompt: tunevl.adapters.soft_prompt.SoftPromptConfig (generative families)
+      embedding_prompts: tunevl.adapters.embedding_prompts.EmbeddingPromptsConfig (generative families: VladVA)
       coop / cocoop / visual_prompt: tunevl.adapters.prompts.PROMPT_KINDS (dual encoders)
     objectives:  list of {_component_: <name in tunevl.objectives.OBJECTIVES or dotted path>, ...}
     data:
@@ -29,7 +30,7 @@ from tunevl.config.overrides import apply_overrides
 from tunevl.config.yaml12 import dump_yaml, load_yaml
 
 TOP_LEVEL = ("description", "model", "adapters", "objectives", "data", "train", "eval")
-ADAPTER_KINDS = ("lora", "soft_prompt", "coop", "cocoop", "visual_prompt")
+ADAPTER_KINDS = ("lora", "soft_prompt", "embedding_prompts", "coop", "cocoop", "visual_prompt")
 DATA_SPLITS = ("train", "eval")
 
 
@@ -37,6 +38,12 @@ def _soft_prompt_config_cls():
     from tunevl.adapters.soft_prompt import SoftPromptConfig
 
     return SoftPromptConfig
+
+
+def _embedding_prompts_config_cls():
+    from tunevl.adapters.embedding_prompts import EmbeddingPromptsConfig
+
+    return EmbeddingPromptsConfig
 
 
 def _prompt_config_cls(kind: str):
@@ -150,13 +157,22 @@ class Recipe:
                 self._check(("adapters", kind), _prompt_config_cls(kind))
         if "coop" in adapters and "cocoop" in adapters:
             raise self.error(("adapters", "cocoop"), "adapters.coop and adapters.cocoop exclude each other; keep one")
+        if "embedding_prompts" in adapters:
+            self._check(("adapters", "embedding_prompts"), _embedding_prompts_config_cls())
+            if "soft_prompt" in adapters:
+                raise self.error(("adapters", "soft_prompt"), "an embedder (adapters.embedding_prompts) has soft prompts "
+                                 "of its own (its soft: true); drop adapters.soft_prompt")
 
     def _check_objectives(self) -> None:
         objectives = self.tree["objectives"]
         if not isinstance(objectives, list) or not objectives:
             raise self.error(("objectives",), "must be a non-empty list of objective nodes")
+        adapters = self.tree.get("adapters") or {}
         for i in range(len(objectives)):
-            self._check_component(("objectives", i), _objective_registry())
+            cls = self._check_component(("objectives", i), _objective_registry())
+            needs = getattr(cls, "needs_adapter", None)
+            if needs and needs not in adapters:
+                raise self.error(("objectives", i, "_component_"), f"{objectives[i]['_component_']!r} needs adapters.{needs}")
 
     def _check_data(self) -> None:
         data = self._mapping(("data",), required=True)
@@ -213,7 +229,8 @@ class Recipe:
 
     def _check_family(self) -> None:
         from tunevl.errors import UnsupportedModelError
-        from tunevl.models import detect_family
+        from tunevl.models import detect_family, family_kind
+        from tunevl.models.registry import GENERATIVE_KIND
 
         model = self.tree["model"]
         try:
@@ -234,6 +251,10 @@ class Recipe:
             if kind in (self.tree.get("adapters") or {}) and family not in PROMPT_FAMILIES:
                 raise self.error(("adapters", kind), f"prompt adapters serve dual encoders ({', '.join(PROMPT_FAMILIES)}), "
                                                      f"not this {family} model")
+
+        if "embedding_prompts" in (self.tree.get("adapters") or {}) and family_kind(family) != GENERATIVE_KIND:
+            raise self.error(("adapters", "embedding_prompts"), f"embedding prompts make a generative LVLM an embedder; "
+                             f"{family} is a {family_kind(family).replace('_', ' ')} already")
         lora = self.tree.get("adapters", {}).get("lora") or {}
         targets = lora.get("target_modules")
         items = [targets] if isinstance(targets, str) else list(targets or [])
@@ -329,6 +350,10 @@ class Recipe:
     def soft_prompt(self) -> dict | None:
         node = (self.tree.get("adapters") or {}).get("soft_prompt")
         return dict(node) if node is not None else None
+
+    def embedding_prompts(self) -> dict | None:
+        node = (self.tree.get("adapters") or {}).get("embedding_prompts", False)
+        return None if node is False else dict(node or {})
 
     def lora(self) -> dict | None:
         node = (self.tree.get("adapters") or {}).get("lora")

@@ -1,7 +1,8 @@
 """What ``tunevl.load`` returns: the inference object of a bundle's family kind.
 
 - :class:`DualEncoder` (CLIP, SigLIP): ``embed_images``, ``embed_texts``, ``classify``;
-- :class:`Generator` (LLaVA, Qwen2-VL, ...): ``generate``.
+- :class:`Generator` (LLaVA, Qwen2-VL, ...): ``generate``;
+- :class:`Embedder` (an LVLM with embedding prompts, VladVA): ``embed_images``, ``embed_texts``, ``classify``, ``generate``.
 """
 
 from __future__ import annotations
@@ -9,16 +10,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunevl.inference.dual_encoder import DualEncoder
+from tunevl.inference.embedder import Embedder
 from tunevl.inference.generator import Generator
 
-__all__ = ["DualEncoder", "Generator", "for_view", "load", "resolve_device"]
+__all__ = ["DualEncoder", "Embedder", "Generator", "evaluation_target", "for_view", "load", "resolve_device"]
 
 
 def for_view(view):
-    """The inference object of a family view: :class:`DualEncoder` or :class:`Generator`, by the family's kind."""
+    """The inference object of a family view: :class:`DualEncoder` or :class:`Generator`, by the family's kind;
+    :class:`Embedder` for an LVLM with embedding prompts."""
     from tunevl.models.registry import family_kind
 
+    if getattr(view, "embedding_prompts", None) is not None:
+        return Embedder(view)
     return Generator(view) if family_kind(view.family) == "generative" else DualEncoder(view)
+
+
+def evaluation_target(view, batch_size: int | None = None):
+    """What the training loop evaluates: the :class:`Embedder` of an LVLM with embedding prompts, else the view."""
+    if getattr(view, "embedding_prompts", None) is not None:
+        return Embedder(view, batch_size=batch_size or 16)
+    return view
 
 
 def load(

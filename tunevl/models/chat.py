@@ -78,3 +78,17 @@ def tokenize_pieces(tokenizer, pieces: list[tuple[str, str]], add_special_tokens
             current = 0
         out[current].append(token_id)
     return out
+
+
+def replace_with_soft(pieces: list[tuple[str, str]], text: str) -> list[tuple[str, str]]:
+    """``pieces`` with the last occurrence of ``text`` in a prompt piece replaced by a soft-prompt piece.
+
+    A soft prompt that replaces a handcrafted prompt (VladVA's summary prompts) takes the prompt's place;
+    the last occurrence is the prompt, not a caption before it that happens to contain the same words.
+    """
+    for k in range(len(pieces) - 1, -1, -1):
+        piece, kind = pieces[k]
+        cut = piece.rfind(text) if kind == PROMPT and text else -1
+        if cut >= 0:
+            return [*pieces[:k], (piece[:cut], kind), ("", SOFT), (piece[cut + len(text):], kind), *pieces[k + 1:]]
+    raise DataError(f"the rendered prompt does not contain the text {text!r} that the soft prompt replaces")

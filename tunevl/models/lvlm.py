@@ -34,7 +34,7 @@ from torch import nn
 from tunevl.data.images import image_size, load_image
 from tunevl.errors import DataError
 from tunevl.losses.sequence import IGNORE_INDEX
-from tunevl.models.chat import PROMPT, RESPONSE, SOFT, normalise_messages, record_images, tokenize_pieces
+from tunevl.models.chat import PROMPT, RESPONSE, SOFT, normalise_messages, record_images, replace_with_soft, tokenize_pieces
 
 __all__ = ["SOFT_PROMPT_POSITIONS", "LvlmView", "SoftCappedHead", "SoftPrompt", "normalise_messages", "record_images"]
 
@@ -94,7 +94,11 @@ class LvlmView:
         self.config = config
         self.max_length = getattr(config, "max_length", None)
         self.soft_prompt = None
+        #: Named soft prompts (VladVA's image and text prompts, :mod:`tunevl.adapters.embedding_prompts`): each
+        #: replaces a handcrafted prompt's tokens, and a forward picks one through :meth:`soft_prompt_mask`.
+        self.soft_prompts: dict[str, SoftPrompt] = {}
         self._soft_mask: torch.Tensor | None = None
+        self._soft_name: str | None = None
         self._install_hooks()
 
     # ---- loading -------------------------------------------------------------------------
@@ -204,28 +208,47 @@ class LvlmView:
 
     # ---- adapters --------------------------------------------------------------------------
     def extra_trainables(self) -> dict[str, nn.Parameter]:
-        """Non-LoRA trainables saved in the bundle side file: the soft prompt, keyed with its position."""
+        """Non-LoRA trainables saved in the bundle side file: the soft prompt, keyed with its position
+        (``soft_prompt.after_image``), and named soft prompts, keyed with their name (``soft_prompt.image``)."""
         sp = self.soft_prompt
-        return {f"soft_prompt.{sp.position}": sp.weight} if sp is not None and sp.weight.requires_grad else {}
+        out = {f"soft_prompt.{sp.position}": sp.weight} if sp is not None and sp.weight.requires_grad else {}
+        out.update({f"soft_prompt.{name}": p.weight for name, p in self.soft_prompts.items() if p.weight.requires_grad})
+        return out
 
     def load_extras(self, tensors: dict[str, torch.Tensor]) -> None:
         for name, value in tensors.items():
             kind, _, position = name.partition(".")
             if kind != "soft_prompt":
                 raise ValueError(f"unknown extra tensor {name!r} for the {self.family} family")
-            if self.soft_prompt is None:
-                self.attach_soft_prompt(SoftPrompt(value.shape[0], value.shape[1], position))
+            if position not in SOFT_PROMPT_POSITIONS:  # a named soft prompt
+                if position not in self.soft_prompts:
+                    self.attach_soft_prompt(SoftPrompt(value.shape[0], value.shape[1], "named"), name=position)
+                target = self.soft_prompts[position]
+            else:
+                if self.soft_prompt is None:
+                    self.attach_soft_prompt(SoftPrompt(value.shape[0], value.shape[1], position))
+                target = self.soft_prompt
             with torch.no_grad():
-                self.soft_prompt.weight.copy_(value)
+                target.weight.copy_(value)
 
-    def attach_soft_prompt(self, soft_prompt) -> None:
-        """Own the soft prompt inside the model (so optimisers, DDP and ZeRO-3 see it)."""
+    def attach_soft_prompt(self, soft_prompt, name: str | None = None) -> None:
+        """Own the soft prompt inside the model (so optimisers, DDP and ZeRO-3 see it); ``name`` makes it
+        a named one (:attr:`soft_prompts`), which a forward selects through :meth:`soft_prompt_mask`."""
         soft_prompt.to(device=self.device, dtype=self.dtype)
-        self.inner_model.tunevl_soft_prompt = soft_prompt
-        self.soft_prompt = soft_prompt
+        if name is None:
+            self.inner_model.tunevl_soft_prompt = soft_prompt
+            self.soft_prompt = soft_prompt
+            return
+        if name in SOFT_PROMPT_POSITIONS or not name.isidentifier():
+            raise ValueError(f"a named soft prompt needs an identifier other than {SOFT_PROMPT_POSITIONS}, got {name!r}")
+        if not hasattr(self.inner_model, "tunevl_soft_prompts"):
+            self.inner_model.tunevl_soft_prompts = nn.ModuleDict()
+        self.inner_model.tunevl_soft_prompts[name] = soft_prompt
+        self.soft_prompts[name] = soft_prompt
 
     def external_parameters(self) -> list[nn.Parameter]:
-        return [self.soft_prompt.weight] if self.soft_prompt is not None else []
+        prompts = ([self.soft_prompt] if self.soft_prompt is not None else []) + list(self.soft_prompts.values())
+        return [p.weight for p in prompts]
 
     # ---- module hooks ----------------------------------------------------------------------
     def _install_hooks(self) -> None:
@@ -251,26 +274,30 @@ class LvlmView:
 
     def _after_embedding(self, module, args, output):
         mask = self._soft_mask
-        if mask is None or self.soft_prompt is None or output.shape[1] != mask.shape[1] or output.shape[0] % mask.shape[0]:
+        prompt = self.soft_prompt if self._soft_name is None else self.soft_prompts[self._soft_name]
+        if mask is None or prompt is None or output.shape[1] != mask.shape[1] or output.shape[0] % mask.shape[0]:
             return output
         if output.shape[0] != mask.shape[0]:  # generate expanded the batch (beams, num_return_sequences)
             mask = mask.repeat_interleave(output.shape[0] // mask.shape[0], dim=0)
-        vectors = self.soft_prompt().to(output.dtype)  # called as a module: ZeRO-3 gathers it
+        vectors = prompt().to(output.dtype)  # called as a module: ZeRO-3 gathers it
         slot = (mask.long().cumsum(1) - 1).clamp(min=0)
         return torch.where(mask.unsqueeze(-1), vectors[slot], output)
 
     @contextlib.contextmanager
-    def soft_prompt_mask(self, mask: torch.Tensor | None):
-        """Within the context, embeddings at ``mask`` positions are replaced by the soft prompt.
+    def soft_prompt_mask(self, mask: torch.Tensor | None, name: str | None = None):
+        """Within the context, embeddings at ``mask`` positions are replaced by the soft prompt (the named
+        soft prompt ``name`` when given).
 
         A batch that ``generate`` expands (``num_beams``, ``num_return_sequences``: each row repeated
         in place) gets the mask expanded the same way.
         """
-        previous, self._soft_mask = self._soft_mask, mask
+        if name is not None and name not in self.soft_prompts:
+            raise KeyError(f"no soft prompt named {name!r} (named soft prompts: {sorted(self.soft_prompts)})")
+        previous, self._soft_mask, self._soft_name = (self._soft_mask, self._soft_name), mask, name
         try:
             yield
         finally:
-            self._soft_mask = previous
+            self._soft_mask, self._soft_name = previous
 
     # ---- family hooks --------------------------------------------------------------------------
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
@@ -350,7 +377,8 @@ class LvlmView:
         return not (bos and text.startswith(bos))
 
     def encode(
-        self, messages: list[dict], images: list, *, add_generation_prompt: bool = False, image_token_counts=None
+        self, messages: list[dict], images: list, *, add_generation_prompt: bool = False, image_token_counts=None,
+        soft_slots: tuple[str, int] | None = None,
     ) -> dict[str, list]:
         """Token ids, labels (answers and their end tokens) and soft-prompt slots of one conversation, images expanded.
 
@@ -360,11 +388,15 @@ class LvlmView:
             add_generation_prompt: End with the template's prompt for the next answer.
             image_token_counts: Each image's layout as :meth:`process_images` / :meth:`batch_images` returned
                 it (a token count for most families); computed from the image sizes when None.
+            soft_slots: ``(text, n)``: the last occurrence of ``text`` in the prompt becomes ``n`` soft-prompt
+                slots (named soft prompts, which replace a handcrafted prompt) instead of :attr:`soft_prompt`'s.
         """
         messages = normalise_messages(messages, len(images))
         pieces = self._pieces(messages, add_generation_prompt)
         n_soft = self.soft_prompt.num_tokens if self.soft_prompt is not None else 0
-        if n_soft:
+        if soft_slots is not None:
+            pieces, n_soft = replace_with_soft(pieces, soft_slots[0]), soft_slots[1]
+        elif n_soft:
             pieces = self._split_for_soft_prompt(pieces)
         text = "".join(t for t, _ in pieces)
         eot, pad = self.end_of_turn_id, self.tokenizer.pad_token_id
@@ -487,6 +519,8 @@ class LvlmView:
         quiet = len(records) < 5000 or os.environ.get("RANK", "0") != "0"
         for i in tqdm(range(len(records)), desc="pre-flight: sequence lengths", unit="record", disable=quiet, mininterval=5):
             r = records[i]
+            if "messages" not in r:  # records of objectives that build their own sequences (VladVA)
+                continue
             # Token counts depend on image sizes only: read headers, never decode pixels here.
             images = [SimpleNamespace(size=image_size(im)) for im in record_images(r)]
             enc = self.encode(r["messages"], images)

@@ -10,6 +10,7 @@ from tunevl.objectives.counting import Counting
 from tunevl.objectives.negclip import NegClip
 from tunevl.objectives.next_token import NextToken
 from tunevl.objectives.preference import DPO, SVCO
+from tunevl.objectives.vladva import VladvaCaptions, VladvaContrastive
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "contrastive": Contrastive,
@@ -20,7 +21,9 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "dpo": DPO,
     "svco": SVCO,
     "classification": Classification,
+    "vladva_contrastive": VladvaContrastive,
+    "vladva_captions": VladvaCaptions,
 }
 
 __all__ = ["DPO", "OBJECTIVES", "SVCO", "Classification", "Contrastive", "Counting", "NegClip", "NextToken", "Objective",
-           "Sigmoid"]
+           "Sigmoid", "VladvaCaptions", "VladvaContrastive"]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from tunevl.adapters.bundle import git_sha, save_bundle, versions
+from tunevl.adapters.embedding_prompts import apply_embedding_prompts
 from tunevl.adapters.lora import apply_lora, is_adapter_key
 from tunevl.adapters.prompts import apply_prompt_adapters
 from tunevl.adapters.soft_prompt import apply_soft_prompt
@@ -30,6 +31,7 @@ from tunevl.data.sampler import MicroBatchStream
 from tunevl.errors import TrainingError, context
 from tunevl.eval import evaluate
 from tunevl.eval.benchmarks import load_benchmarks, save_plots
+from tunevl.inference import evaluation_target
 from tunevl.models import load_view, resolve_dtype
 from tunevl.objectives.reference import prepare_reference_logps
 from tunevl.train import checkpoint as ckpt
@@ -63,6 +65,9 @@ def build_view(recipe, torch_dtype=None, seed: int | None = None):
     if soft_prompt is not None:
         with recipe.building(("adapters", "soft_prompt")):
             apply_soft_prompt(view, soft_prompt)
+    if recipe.embedding_prompts() is not None:  # the LVLM becomes an image-text embedder (VladVA)
+        with recipe.building(("adapters", "embedding_prompts")):
+            apply_embedding_prompts(view, recipe.embedding_prompts())
     with recipe.building(("adapters",)):
         apply_prompt_adapters(view, recipe.tree.get("adapters"))
     trainable = [p for p in view.model.parameters() if p.requires_grad]
@@ -203,7 +208,8 @@ def _run(recipe, cfg, dist, bf16: bool, ds_config: dict | None, out: Path) -> tu
     do_eval = eval_ds is not None or bool(load_benchmarks(eval_cfg.benchmarks))  # benchmark files read now
 
     def _evaluate() -> dict:  # every rank runs it: ZeRO-3 needs all ranks in each forward
-        return evaluate(view, eval_ds, eval_cfg, batch_size=cfg.per_device_eval_batch_size)
+        return evaluate(evaluation_target(view, cfg.per_device_eval_batch_size), eval_ds, eval_cfg,
+                        batch_size=cfg.per_device_eval_batch_size)
 
     stream = MicroBatchStream(
         len(train_ds), cfg.per_device_train_batch_size, dist.world_size, dist.rank, cfg.seed, cfg.gradient_accumulation_steps
