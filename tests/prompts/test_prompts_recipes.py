@@ -25,7 +25,7 @@ def test_prompt_recipes_validate_and_name_real_checkpoints():
     (["adapters.coop.class_position=back"], r"adapters\.coop\.class_position: expected one of 'end', 'middle', 'front'"),
     (["adapters.cocoop={init_text: a photo of a}"], r"adapters\.cocoop: adapters\.coop and adapters\.cocoop exclude each other"),
     (["adapters.visual_prompt.num_tokens=4.5"], r"adapters\.visual_prompt\.num_tokens: expected int"),
-    (["adapters.cocop={}"], r"adapters\.cocop: unknown adapter kind; did you mean 'cocoop'\? \(kinds: lora, soft_prompt, coop, cocoop, visual_prompt\)"),
+    (["adapters.cocop={}"], r"adapters\.cocop: unknown adapter kind; did you mean 'cocoop'\? \(kinds: lora, soft_prompt, embedding_prompts, coop, cocoop, visual_prompt\)"),
     (["objectives.0.loss=hinge"], r"objectives\.0\.loss: expected one of 'softmax', 'sigmoid'"),
     (["objectives.0.augment=crop"], r"objectives\.0\.augment: expected one of 'none', 'flip', 'crop_flip'"),
     (["model.name_or_path=llava-hf/llava-1.5-7b-hf", "model.family=llava"], r"cannot train a llava model|prompt adapters serve dual encoders"),

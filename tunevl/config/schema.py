@@ -413,10 +413,17 @@ def _is_objective(cls: type) -> bool:
     return issubclass(cls, Objective)
 
 
-#: What a dotted ``_component_`` path may name, per recipe section.
+def _is_benchmark(cls: type) -> bool:
+    from tunevl.eval.benchmarks.base import Benchmark
+
+    return issubclass(cls, Benchmark)
+
+
+#: What a dotted ``_component_`` path may name, per recipe section (``eval``: its ``benchmarks`` entries).
 KINDS = {
     "objectives": Kind("an Objective subclass (tunevl.objectives.Objective)", _is_objective),
     "data": Kind("a map-style dataset class (with __len__ and __getitem__)", is_dataset_class),
+    "eval": Kind("a Benchmark subclass (tunevl.eval.benchmarks.base.Benchmark)", _is_benchmark),
 }
 
 

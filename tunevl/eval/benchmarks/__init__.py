@@ -46,9 +46,10 @@ def build_benchmark(node: dict, key: tuple = ("eval", "benchmarks")) -> Benchmar
     Errors name the node (``eval.benchmarks.0.path: no such file: ...``).
     """
     from tunevl.config.check import check_component
+    from tunevl.config.schema import KINDS
     from tunevl.errors import DataError
 
-    cls = check_component(node, BENCHMARKS, key=key)
+    cls = check_component(node, BENCHMARKS, key=key, kind=KINDS["eval"])  # a dotted path: a Benchmark class only
     try:
         return cls(**{k: v for k, v in node.items() if k != "_component_"})
     except DataError as err:
