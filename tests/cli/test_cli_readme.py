@@ -31,6 +31,8 @@ SKIP = {
     "tunevl push": "needs a Hub account",
     "export HF_TOKEN": "needs a Hub account",
     "dataset_coco.json": "needs COCO",
+    "--benchmark sugarcrepe": "needs SugarCrepe and COCO val2017",
+    "--benchmark countbench": "needs CountBench's images",
 }
 
 
