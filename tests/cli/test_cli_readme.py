@@ -33,6 +33,7 @@ SKIP = {
     "dataset_coco.json": "needs COCO",
     "--benchmark sugarcrepe": "needs SugarCrepe and COCO val2017",
     "--benchmark countbench": "needs CountBench's images",
+    "recipes/clip/lora.yaml": "downloads openai/clip-vit-base-patch16 (GradCache on a real batch size)",
 }
 
 
