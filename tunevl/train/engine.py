@@ -15,7 +15,6 @@ from tunevl.train.distributed import DistInfo
 from tunevl.train.optim import make_optimizer
 
 
-
 class TrainModule(nn.Module):
     """The model (with adapters injected) plus the objectives; ``forward`` returns named loss terms.
 
