@@ -25,6 +25,7 @@ def vladva_overrides(model, out, steps=3, train_layout="either", **extra):
     items = {
         "model.name_or_path": model, "train.output_dir": str(out), "train.max_steps": steps, "train.progress_bar": "false",
         "train.per_device_train_batch_size": 4, "train.gradient_accumulation_steps": 1, "train.save_steps": 0,
+        "train.grad_cache_chunk_size": 3,  # the recipes' GradCache, shrunk with the batch (chunks of [1, 3])
         "train.learning_rate": 1e-2, "train.warmup_ratio": 0.0, "train.per_device_eval_batch_size": 8, **extra,
     }
     return [f"data.train={{_component_: synthetic_captions, split: train, layout: {train_layout}, num_samples: 32, {data}}}",
@@ -45,7 +46,9 @@ def test_recipes_name_real_checkpoints_with_the_papers_settings():
         assert tree["adapters"]["embedding_prompts"]["soft"] is True
         train = recipe.train_config()
         assert train.learning_rate == 1e-4 and train.lr_scheduler_type == "cosine"
-        assert train.per_device_train_batch_size * train.gradient_accumulation_steps * 8 == 1024
+        # One InfoNCE over the paper's 1024 pairs on 8 GPUs, in GradCache chunks.
+        assert train.per_device_train_batch_size * 8 == 1024 and train.gradient_accumulation_steps == 1
+        assert 2 <= train.grad_cache_chunk_size < train.per_device_train_batch_size
         assert tree["data"]["train"]["_component_"] == "length_split" and tree["data"]["eval"]["_component_"] == "karpathy"
 
 

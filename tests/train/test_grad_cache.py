@@ -259,3 +259,62 @@ def test_training_run_with_grad_cache_ends_like_without(tiny_clip_path, tmp_path
         torch.testing.assert_close(cached[key], plain[key], rtol=0, atol=2e-6, msg=key)
     assert m_gc["train"]["final_loss"] == pytest.approx(m_plain["train"]["final_loss"], rel=1e-6)
     assert m_gc["trained"] == pytest.approx(m_plain["trained"], abs=1e-6)
+
+
+# Every later embedding objective under GradCache, as its shipped recipe sets it up (dropout off, so that the two
+# paths draw no masks; the synthetic data that carries what each objective reads).
+SEED_METHODS = {
+    # Ragged rows: hard-negative images on some records only, word-swap hard captions where a swap exists.
+    "negclip": ("clip/negclip", "tiny-clip", [
+        "data.train={_component_: synthetic_binding, num_samples: 32, negatives: false}", "~data.eval", "~eval",
+        "adapters.lora.lora_dropout=0.0"]),
+    # A counted term (counting records) next to the GradCache'd contrastive term.
+    "counting": ("clip/count", "tiny-clip", [
+        "data.train={_component_: synthetic_shapes, num_samples: 32, vary: count}", "~data.eval", "~eval",
+        "adapters.lora.lora_dropout=0.0"]),
+    # Prompt learning: classification is counted (labelled records), so it runs chunk by chunk; CoCoOp's
+    # class embeddings are per image.
+    "coop": ("clip/coop", "tiny-clip", [
+        "data.train={_component_: synthetic_shapes, num_samples: 32, vary: count}", "~data.eval", "~eval",
+        "objectives.0.augment=none"]),
+    "cocoop": ("clip/cocoop", "tiny-clip", [
+        "data.train={_component_: synthetic_shapes, num_samples: 32, vary: count}", "~data.eval", "~eval",
+        "objectives.0.augment=none"]),
+    # VladVA: contrastive rows are the records with a short caption (ragged), next-token on the long ones.
+    "vladva": ("lvlm/vladva_qwen2_vl", "tiny-qwen2-vl", [
+        "data.train={_component_: synthetic_captions, num_samples: 32, layout: either, image_size: 32}",
+        "~data.eval", "~eval", "adapters.lora.lora_dropout=0.0", "train.gradient_checkpointing=false"]),
+}
+
+
+@pytest.mark.parametrize("method", sorted(SEED_METHODS))
+def test_seed_methods_equal_one_big_batch(method, tmp_path, monkeypatch):
+    """Two micro-batches of 7 records in chunks of 3 ([1, 3, 3]): the gradients of the ordinary step."""
+    monkeypatch.setenv("TUNEVL_CACHE", str(tmp_path / "cache"))
+    name, twin, extra = SEED_METHODS[method]
+    overrides = [f"model.name_or_path={twin}", f"train.output_dir={tmp_path / 'run'}", "train.progress_bar=false",
+                 "train.gradient_accumulation_steps=2", "train.per_device_train_batch_size=7",
+                 "train.dataloader_num_workers=0", *extra]
+    recipe = tunevl.load_recipe(name, overrides)
+    if "lora" in recipe.tree.get("adapters", {}):
+        overrides.append("adapters.lora.init_lora_weights=false")  # random lora_B: every gradient nonzero
+    module, _, data, _ = build(name, overrides, engine_cls=None)
+    cfg = tunevl.load_recipe(name, overrides).train_config()
+    for objective in module.objectives:  # as the loop does: class names, then the feature cache
+        objective.setup(module.view, data)
+    engine = TorchEngine(module, cfg, DistInfo(), 10, False)
+    for objective in module.objectives:
+        objective.prepare(module.view, data, dist=engine.dist, cfg=cfg, bf16=False)
+    fields = set().union(*(o.batch_fields() for o in module.objectives))
+    micro = [[data[i] for i in range(7)], [data[i] for i in range(7, 14)]]
+    if method == "negclip":  # a hard-negative image on every third record only (NegCLIP's TSV has them on some)
+        micro = [[r if r["index"] % 3 == 0 else {k: v for k, v in r.items() if not k.startswith("negative_image")}
+                  for r in records] for records in micro]
+        batches = [grad_cache.collate(module, r, fields, 3) for r in micro]
+        rows = [len(c["own"][0]["negclip_input_ids"]) / len(c["index"]) for b in batches for c in b["chunks"]]
+        assert len(set(rows)) > 1  # the rows really are ragged
+    want_loss = plain_step(module, engine, micro, fields)
+    want = grads(module)
+    got_loss = grad_cache_step(module, engine, micro, fields, 3)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
+    assert_same_grads(grads(module), want)

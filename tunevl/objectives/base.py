@@ -48,8 +48,13 @@ class Objective(nn.Module):
       after the other, each in record order: ``image_embeds`` ``[n, D]`` (m = 1), NegCLIP's
       ``cat([images, hard_images])`` ``[2n, D]`` (m = 2). Several rows per record interleaved go in an
       ``[n, m, ...]`` tensor. Trailing dimensions must not depend on the records (pad to a fixed
-      length), and a record without some field keeps its rows (mask it in :meth:`loss`): a tensor
-      over a subset of the records cannot be put back together.
+      length), and a record without some field keeps its rows (mask it in :meth:`loss`).
+    * a tensor whose rows are as many as the chunk's records produce (NegCLIP's hard captions, the
+      rows of the records that carry a caption) is *ragged*: name it in :attr:`ragged_outputs`, and
+      the chunks' rows are concatenated chunk after chunk. Declare it only when :meth:`loss` is the
+      same for any order of those rows as long as rows that pair up keep their pairing: ragged
+      outputs that pair row by row (NegCLIP's images and their captions) are concatenated alike, so
+      they stay paired.
     * everything else is shared by the micro-batch: scalars (the logit scale and bias), tensors whose
       shape does not depend on the records (CoOp's class-prompt embeddings ``[C, D]``), plain values.
       Every chunk computes them again; :meth:`loss` sees the first chunk's, and their gradient flows
@@ -67,6 +72,8 @@ class Objective(nn.Module):
     requires: ClassVar[frozenset[str]] = frozenset()
     families: ClassVar[tuple[str, ...]] = ()
     embedding_loss: ClassVar[bool] = False
+    #: Encode outputs whose rows vary with the records, concatenated chunk by chunk under GradCache.
+    ragged_outputs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, weight: float = 1.0):
         super().__init__()

@@ -27,7 +27,7 @@ class Classification(Objective):
     tower (VPT, or LoRA alone). Class names are the training dataset's ``classnames`` unless given.
     SigLIP adds its logit bias; ``loss: sigmoid`` scores every (image, class) pair as SigLIP's loss
     scores image-text pairs, ``softmax`` is CoOp's cross-entropy. The term is a mean over the
-    micro-batch's records (micro-batches have a fixed size), so it needs no :meth:`counts`.
+    micro-batch's records, counted (:meth:`counts`): under GradCache it runs chunk by chunk, exactly.
 
     **Feature cache.** When nothing in the image tower trains and ``augment`` is ``none``, image
     features are computed once before training and looked up by record index, and training batches
@@ -107,6 +107,10 @@ class Classification(Objective):
             images = [augment_image(load_image(r["image"]), self.augment, size) for r in records]
             out["pixel_values"] = view.preprocess_images(images)
         return out
+
+    def counts(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Labelled records: the term is a mean over each record's class scores."""
+        return {"classification": batch["labels"].numel()}
 
     # ---- training ---------------------------------------------------------------------------------
     def encode(self, view, batch: dict[str, Any]) -> dict[str, Any]:

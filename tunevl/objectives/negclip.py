@@ -42,6 +42,10 @@ class NegClip(Objective):
 
     requires = frozenset({"image", "text"})
     families = DUAL_ENCODER
+    # GradCache: image rows pair with text rows (both [I; I_neg] order, chunk by chunk); hard captions are
+    # columns only; negclip_loss does not depend on the order of its rows.
+    embedding_loss = True
+    ragged_outputs = frozenset({"image_embeds", "text_embeds", "negative_text_embeds"})
 
     def __init__(self, weight: float = 1.0, generate_negatives: bool = True, negative_images: bool = True,
                  local_loss: bool = False, seed: int = 0):

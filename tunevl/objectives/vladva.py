@@ -46,7 +46,8 @@ class VladvaContrastive(Objective):
     """Symmetric InfoNCE of [image + image prompt] against [short caption + text prompt] summary embeddings.
 
     Its term is a mean over the micro-batch's pairs gathered across ranks (no count): the negatives are
-    the micro-batch, so accumulation changes the task (GradCache is the way to the paper's batch of 1024).
+    the micro-batch, so accumulation changes the task; ``train.grad_cache_chunk_size`` is the way to the
+    paper's batch of 1024 (a micro-batch of 1024 gathered, encoded in chunks).
 
     Args:
         weight: Multiplier in the total loss.
@@ -57,6 +58,9 @@ class VladvaContrastive(Objective):
 
     requires = frozenset({"image"})
     families = GENERATIVE
+    # GradCache: the rows are those of the records with a caption, image and text rows paired alike.
+    embedding_loss = True
+    ragged_outputs = frozenset({"image_embeds", "text_embeds"})
     #: The recipe must have this adapter (``tunevl validate`` checks it).
     needs_adapter: ClassVar[str] = "embedding_prompts"
 

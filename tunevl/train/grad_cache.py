@@ -16,10 +16,12 @@ step 1 and back-propagated first in step 3, without a second encode (its activat
 chunk's worth the other chunks then take in turn).
 
 Which objectives: those that declare ``Objective.embedding_loss`` (their loss reads the records only
-through what encode returns; see the base-class docstring for how outputs are laid out). The
-others (next-token, DPO) run encode and loss per chunk as ordinary forward/backward passes: their
-terms are means over counted items (``Objective.counts``), so per-chunk terms weighted by their
-share of the counts add up to exactly the micro-batch's gradient.
+through what encode returns; see the base-class docstring for how outputs are laid out: per-record
+blocks, shared values, and ``ragged_outputs`` whose rows vary with the records, as NegCLIP's hard
+negatives and VladVA's captioned records). The others (next-token, counting, classification, DPO)
+run encode and loss per chunk as ordinary forward/backward passes: their terms are means over
+counted items (``Objective.counts``), so per-chunk terms weighted by their share of the counts add
+up to exactly the micro-batch's gradient.
 
 How a micro-batch is split. The data-loader workers collate each chunk of records on its own
 (:func:`collate`), so every family's and every objective's batch layout splits correctly (padding,
@@ -44,7 +46,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_map, tree_unflatten
 
 from tunevl.errors import TrainingError
 
@@ -164,18 +166,31 @@ def _weighted(objective, index: int, terms: dict[str, torch.Tensor], scales: dic
 class _Layout:
     """How each leaf of an objective's encode outputs follows the records, read across chunks of distinct sizes.
 
-    ``blocks[i]`` is ``m >= 1`` for a per-record leaf (``m`` blocks of per-record rows) and 0 for a shared one.
+    ``blocks[i]`` is ``m >= 1`` for a per-record leaf (``m`` blocks of per-record rows), 0 for a shared one
+    and -1 for a ragged one (an output named in ``Objective.ragged_outputs``: each chunk's own rows, as many
+    as its records produce, concatenated chunk after chunk; ``rows[i]`` holds the per-chunk counts).
     """
 
-    def __init__(self, name: str, per_chunk: list[list], sizes: list[int]):
-        self.blocks = []
-        for position, values in enumerate(zip(*per_chunk)):
+    def __init__(self, name: str, per_chunk: list[list], sizes: list[int], ragged: list[bool] | None = None):
+        self.blocks, self.rows = [], []
+        ragged = ragged or [False] * len(per_chunk[0])
+        for position, (values, is_ragged) in enumerate(zip(zip(*per_chunk), ragged)):
             first = values[0]
+            self.rows.append(None)
             if isinstance(first, nn.Module):
                 raise TrainingError(
                     f"objective {name}: encode returns a module ({type(first).__name__}); an embedding_loss "
                     "objective's loss may read trainable weights only through encode's tensors"
                 )
+            if is_ragged:
+                if not all(torch.is_tensor(v) and v.ndim >= 1 and v.shape[1:] == first.shape[1:] for v in values):
+                    raise TrainingError(
+                        f"objective {name}: a ragged output (leaf {position} of encode's result) must be a tensor of rows "
+                        f"with the same trailing shape in every chunk, got {[getattr(v, 'shape', v) for v in values]}"
+                    )
+                self.blocks.append(-1)
+                self.rows[-1] = [v.shape[0] for v in values]
+                continue
             if not torch.is_tensor(first) or first.ndim == 0:
                 self.blocks.append(0)
                 continue
@@ -191,8 +206,8 @@ class _Layout:
                     f"objective {name}: an output (leaf {position} of encode's result) has shapes "
                     f"{[tuple(v.shape) for v in values]} for chunks of {sizes} records. An embedding_loss objective's "
                     "tensors hold m rows per record in m blocks with the same trailing shape (pad to a fixed length), "
-                    "or are shared by the whole micro-batch (the same shape in every chunk); mask records "
-                    "that lack a field instead of leaving them out"
+                    "or are shared by the whole micro-batch (the same shape in every chunk); rows over a subset of "
+                    "the records are declared in the objective's ragged_outputs"
                 )
 
     def merge(self, per_chunk: list[list], sizes: list[int]) -> list:
@@ -200,7 +215,7 @@ class _Layout:
         for m, values in zip(self.blocks, zip(*per_chunk)):
             if m == 0:
                 merged.append(values[0])
-            elif m == 1:
+            elif m in (1, -1):
                 merged.append(torch.cat(values))
             else:  # m blocks of n rows: block b of the micro-batch is block b of every chunk, in order
                 rest = values[0].shape[1:]
@@ -212,15 +227,26 @@ class _Layout:
         """The slice of the micro-batch gradients that belongs to chunk ``j`` (shared leaves: chunk 0 only)."""
         start, n, total = sum(sizes[:j]), sizes[j], sum(sizes)
         out = []
-        for m, g in zip(self.blocks, grads):
+        for m, rows, g in zip(self.blocks, self.rows, grads):
             if g is None or (m == 0 and j > 0):
                 out.append(None)
             elif m == 0:
                 out.append(g)
+            elif m == -1:
+                out.append(g[sum(rows[:j]) : sum(rows[: j + 1])])
             else:
                 rest = g.shape[1:]
                 out.append(g.reshape(m, total, *rest)[:, start : start + n].reshape(m * n, *rest))
         return out
+
+
+def _ragged(objective, spec) -> list[bool]:
+    """Which leaves of an encode result (its tree ``spec``) belong to the objective's ``ragged_outputs``."""
+    names = getattr(objective, "ragged_outputs", frozenset())
+    if not names:
+        return [False] * spec.num_leaves
+    paths, _ = tree_flatten_with_path(tree_unflatten(list(range(spec.num_leaves)), spec))
+    return [bool(path) and getattr(path[0], "key", None) in names for path, _ in paths]
 
 
 def _keep(value):
@@ -307,7 +333,7 @@ def micro_step(engine, batch: dict[str, Any], scales: dict, last: bool) -> torch
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.ds is None and engine.bf16):
             for k, i in enumerate(emb):
                 objective, per_chunk = module.objectives[i], [out[k] for out in outputs]
-                layouts.append(_Layout(type(objective).__name__, per_chunk, sizes))
+                layouts.append(_Layout(type(objective).__name__, per_chunk, sizes, _ragged(objective, specs[i])))
                 merged = [v.requires_grad_() if torch.is_tensor(v) and v.is_floating_point() else v
                           for v in layouts[-1].merge(per_chunk, sizes)]
                 leaves.append(merged)
