@@ -104,7 +104,7 @@ def _run(args) -> dict:
     return {"mode": args.mode, "batch": batch, "chunk": args.batch if args.mode == "grad_cache" else None,
             "seconds_per_step": round(seconds, 3), "cpu_seconds_per_step": round(cpu_seconds, 3),
             "images_per_second": round(batch / timed, 1), "peak_mib": round(peak.bytes / 2**20, 1),
-            "no_grad_forward_seconds_per_image": extra and round(extra, 6),
+            "no_grad_forward_seconds_per_image": None if extra is None else round(extra, 6),
             "losses": [round(x, 4) for x in losses[:3]]}
 
 

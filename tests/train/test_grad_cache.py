@@ -98,7 +98,7 @@ def test_chunk_sizes():
         grad_cache.chunk_sizes(8, 1)
 
 
-def test_layout_merges_blocks_and_shared_values():
+def test_layout_merges_blocks_shared_and_ragged_values():
     sizes = [3, 2]
     d = 4
     per_record = [torch.randn(n, d) for n in sizes]
@@ -107,13 +107,15 @@ def test_layout_merges_blocks_and_shared_values():
     blocks = [torch.cat([a, b]) for a, b in zip(images, hard)]  # NegCLIP-style [2n, d]: images, then hard images
     classes = [torch.randn(3, d), torch.randn(3, d)]  # [C, d] with C equal to the first chunk's size: still shared
     scale = [torch.tensor(5.0), torch.tensor(5.0)]
-    per_chunk = [[per_record[j], blocks[j], classes[j], scale[j], "text"] for j in range(2)]
-    layout = grad_cache._Layout("Test", per_chunk, sizes)
-    assert layout.blocks == [1, 2, 0, 0, 0]
+    ragged = [torch.randn(1, d), torch.randn(4, d)]  # rows of some records only: 1 and 4 for 3 and 2 records
+    per_chunk = [[per_record[j], blocks[j], classes[j], scale[j], "text", ragged[j]] for j in range(2)]
+    layout = grad_cache._Layout("Test", per_chunk, sizes, [False] * 5 + [True])
+    assert layout.blocks == [1, 2, 0, 0, 0, -1]
     merged = layout.merge(per_chunk, sizes)
     torch.testing.assert_close(merged[0], torch.cat(per_record))
     torch.testing.assert_close(merged[1], torch.cat([torch.cat(images), torch.cat(hard)]))
     assert merged[2] is classes[0] and merged[3] is scale[0] and merged[4] == "text"
+    torch.testing.assert_close(merged[5], torch.cat(ragged))
     # Gradients slice back to each chunk's rows; shared ones go to chunk 0 only.
     g = [torch.arange(t.numel(), dtype=torch.float32).view_as(t) if torch.is_tensor(t) else None for t in merged]
     for j in range(2):
@@ -122,13 +124,17 @@ def test_layout_merges_blocks_and_shared_values():
         torch.testing.assert_close(back[1], torch.cat([g[1][:5][sum(sizes[:j]) : sum(sizes[: j + 1])],
                                                        g[1][5:][sum(sizes[:j]) : sum(sizes[: j + 1])]]))
         assert (back[2] is g[2]) == (j == 0) and (back[3] is g[3]) == (j == 0)
+        torch.testing.assert_close(back[5], g[5][:1] if j == 0 else g[5][1:])
 
 
 def test_layout_rejects_subsets_and_modules():
     with pytest.raises(TrainingError, match="m rows per record"):  # rows for a subset of the records
-        grad_cache._Layout("Counting", [[torch.randn(2, 4)], [torch.randn(2, 4)], [torch.randn(0, 4)]], [3, 2, 1])
+        grad_cache._Layout("Counting", [[torch.randn(2, 4)], [torch.randn(2, 4)], [torch.randn(0, 4)]], [3, 2, 1],
+                           [False])
     with pytest.raises(TrainingError, match="returns a module"):
-        grad_cache._Layout("Bad", [[torch.nn.Linear(2, 2)], [torch.nn.Linear(2, 2)]], [3, 2])
+        grad_cache._Layout("Bad", [[torch.nn.Linear(2, 2)], [torch.nn.Linear(2, 2)]], [3, 2], [False])
+    with pytest.raises(TrainingError, match="same trailing shape"):  # a ragged output's rows must line up
+        grad_cache._Layout("Ragged", [[torch.randn(2, 4)], [torch.randn(1, 5)]], [3, 2], [True])
 
 
 @pytest.mark.parametrize("objective,chunk", [("contrastive", 3), ("contrastive", 7), ("sigmoid", 4)])
@@ -262,29 +268,31 @@ def test_training_run_with_grad_cache_ends_like_without(tiny_clip_path, tmp_path
 
 
 # Every later embedding objective under GradCache, as its shipped recipe sets it up (dropout off, so that the two
-# paths draw no masks; the synthetic data that carries what each objective reads).
+# paths draw no masks; the synthetic data that carries what each objective reads; evaluation off: one step's
+# gradients are compared).
+SHAPES = "data.train={_component_: synthetic_shapes, num_samples: 32, vary: count}"
 SEED_METHODS = {
     # Ragged rows: hard-negative images on some records only, word-swap hard captions where a swap exists.
     "negclip": ("clip/negclip", "tiny-clip", [
-        "data.train={_component_: synthetic_binding, num_samples: 32, negatives: false}", "~data.eval", "~eval",
+        "data.train={_component_: synthetic_binding, num_samples: 32, negatives: false}",
         "adapters.lora.lora_dropout=0.0"]),
     # A counted term (counting records) next to the GradCache'd contrastive term.
-    "counting": ("clip/count", "tiny-clip", [
-        "data.train={_component_: synthetic_shapes, num_samples: 32, vary: count}", "~data.eval", "~eval",
-        "adapters.lora.lora_dropout=0.0"]),
+    "counting": ("clip/count", "tiny-clip", [SHAPES, "adapters.lora.lora_dropout=0.0"]),
     # Prompt learning: classification is counted (labelled records), so it runs chunk by chunk; CoCoOp's
     # class embeddings are per image.
-    "coop": ("clip/coop", "tiny-clip", [
-        "data.train={_component_: synthetic_shapes, num_samples: 32, vary: count}", "~data.eval", "~eval",
-        "objectives.0.augment=none"]),
-    "cocoop": ("clip/cocoop", "tiny-clip", [
-        "data.train={_component_: synthetic_shapes, num_samples: 32, vary: count}", "~data.eval", "~eval",
-        "objectives.0.augment=none"]),
+    "coop": ("clip/coop", "tiny-clip", [SHAPES, "objectives.0.augment=none"]),
+    "cocoop": ("clip/cocoop", "tiny-clip", [SHAPES, "objectives.0.augment=none"]),
     # VladVA: contrastive rows are the records with a short caption (ragged), next-token on the long ones.
     "vladva": ("lvlm/vladva_qwen2_vl", "tiny-qwen2-vl", [
         "data.train={_component_: synthetic_captions, num_samples: 32, layout: either, image_size: 32}",
-        "~data.eval", "~eval", "adapters.lora.lora_dropout=0.0", "train.gradient_checkpointing=false"]),
+        "adapters.lora.lora_dropout=0.0", "train.gradient_checkpointing=false"]),
 }
+
+
+def negative_images_on_some(records: list[dict], every: int) -> list[dict]:
+    """NegCLIP's ragged rows: a hard-negative image kept on records whose index is a multiple of ``every`` only."""
+    return [r if r["index"] % every == 0 else {k: v for k, v in r.items() if not k.startswith("negative_image")}
+            for r in records]
 
 
 @pytest.mark.parametrize("method", sorted(SEED_METHODS))
@@ -294,12 +302,12 @@ def test_seed_methods_equal_one_big_batch(method, tmp_path, monkeypatch):
     name, twin, extra = SEED_METHODS[method]
     overrides = [f"model.name_or_path={twin}", f"train.output_dir={tmp_path / 'run'}", "train.progress_bar=false",
                  "train.gradient_accumulation_steps=2", "train.per_device_train_batch_size=7",
-                 "train.dataloader_num_workers=0", *extra]
+                 "train.dataloader_num_workers=0", "~data.eval", "~eval", *extra]
     recipe = tunevl.load_recipe(name, overrides)
     if "lora" in recipe.tree.get("adapters", {}):
         overrides.append("adapters.lora.init_lora_weights=false")  # random lora_B: every gradient nonzero
     module, _, data, _ = build(name, overrides, engine_cls=None)
-    cfg = tunevl.load_recipe(name, overrides).train_config()
+    cfg = recipe.train_config()  # the LoRA init override does not touch train settings
     for objective in module.objectives:  # as the loop does: class names, then the feature cache
         objective.setup(module.view, data)
     engine = TorchEngine(module, cfg, DistInfo(), 10, False)
@@ -308,8 +316,7 @@ def test_seed_methods_equal_one_big_batch(method, tmp_path, monkeypatch):
     fields = set().union(*(o.batch_fields() for o in module.objectives))
     micro = [[data[i] for i in range(7)], [data[i] for i in range(7, 14)]]
     if method == "negclip":  # a hard-negative image on every third record only (NegCLIP's TSV has them on some)
-        micro = [[r if r["index"] % 3 == 0 else {k: v for k, v in r.items() if not k.startswith("negative_image")}
-                  for r in records] for records in micro]
+        micro = [negative_images_on_some(records, 3) for records in micro]
         batches = [grad_cache.collate(module, r, fields, 3) for r in micro]
         rows = [len(c["own"][0]["negclip_input_ids"]) / len(c["index"]) for b in batches for c in b["chunks"]]
         assert len(set(rows)) > 1  # the rows really are ragged

@@ -31,14 +31,8 @@ def _overrides(model_path, out, objective, deepspeed=None):
     return [f"{k}={v}" for k, v in items.items()] + ["~data.eval"]
 
 
-def _ragged(records, rank):
-    """A hard-negative image on some records only, a different number on each rank (NegCLIP's ragged rows)."""
-    return [r if r["index"] % (2 + rank) == 0 else {k: v for k, v in r.items() if not k.startswith("negative_image")}
-            for r in records]
-
-
 def _case(rank, dist_info, model_path, tmp, name, objective, deepspeed):
-    from test_grad_cache import build, same_mask_reference
+    from test_grad_cache import build, negative_images_on_some, same_mask_reference
 
     from tunevl.train import grad_cache
     from tunevl.train.engine import DeepSpeedEngine, TorchEngine
@@ -48,8 +42,8 @@ def _case(rank, dist_info, model_path, tmp, name, objective, deepspeed):
     module, engine, data, fields = build("quickstart", _overrides(model_path, tmp, objective, deepspeed),
                                          dist_info=dist_info, engine_cls=engine_cls)
     records = [data[i] for i in range(rank * PER_RANK, (rank + 1) * PER_RANK)]
-    if objective == "negclip":
-        records = _ragged(records, rank)
+    if objective == "negclip":  # a different number of hard-negative images on each rank
+        records = negative_images_on_some(records, 2 + rank)
     batch = grad_cache.collate(module, records, fields, CHUNK)
     scale = step_scales(module, [batch], dist_info, 1)[0]
     torch.manual_seed(1000 + rank)

@@ -41,6 +41,7 @@ ZeRO-3's collectives stay aligned.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -168,15 +169,14 @@ class _Layout:
 
     ``blocks[i]`` is ``m >= 1`` for a per-record leaf (``m`` blocks of per-record rows), 0 for a shared one
     and -1 for a ragged one (an output named in ``Objective.ragged_outputs``: each chunk's own rows, as many
-    as its records produce, concatenated chunk after chunk; ``rows[i]`` holds the per-chunk counts).
+    as its records produce, concatenated chunk after chunk; ``offsets[i][j]`` is chunk ``j``'s first row).
     """
 
-    def __init__(self, name: str, per_chunk: list[list], sizes: list[int], ragged: list[bool] | None = None):
-        self.blocks, self.rows = [], []
-        ragged = ragged or [False] * len(per_chunk[0])
+    def __init__(self, name: str, per_chunk: list[list], sizes: list[int], ragged: list[bool]):
+        self.blocks, self.offsets = [], []
         for position, (values, is_ragged) in enumerate(zip(zip(*per_chunk), ragged)):
             first = values[0]
-            self.rows.append(None)
+            self.offsets.append(None)
             if isinstance(first, nn.Module):
                 raise TrainingError(
                     f"objective {name}: encode returns a module ({type(first).__name__}); an embedding_loss "
@@ -189,7 +189,7 @@ class _Layout:
                         f"with the same trailing shape in every chunk, got {[getattr(v, 'shape', v) for v in values]}"
                     )
                 self.blocks.append(-1)
-                self.rows[-1] = [v.shape[0] for v in values]
+                self.offsets[-1] = [0, *itertools.accumulate(v.shape[0] for v in values)]
                 continue
             if not torch.is_tensor(first) or first.ndim == 0:
                 self.blocks.append(0)
@@ -227,13 +227,13 @@ class _Layout:
         """The slice of the micro-batch gradients that belongs to chunk ``j`` (shared leaves: chunk 0 only)."""
         start, n, total = sum(sizes[:j]), sizes[j], sum(sizes)
         out = []
-        for m, rows, g in zip(self.blocks, self.rows, grads):
+        for m, offsets, g in zip(self.blocks, self.offsets, grads):
             if g is None or (m == 0 and j > 0):
                 out.append(None)
             elif m == 0:
                 out.append(g)
             elif m == -1:
-                out.append(g[sum(rows[:j]) : sum(rows[: j + 1])])
+                out.append(g[offsets[j] : offsets[j + 1]])
             else:
                 rest = g.shape[1:]
                 out.append(g.reshape(m, total, *rest)[:, start : start + n].reshape(m * n, *rest))
@@ -242,7 +242,7 @@ class _Layout:
 
 def _ragged(objective, spec) -> list[bool]:
     """Which leaves of an encode result (its tree ``spec``) belong to the objective's ``ragged_outputs``."""
-    names = getattr(objective, "ragged_outputs", frozenset())
+    names = objective.ragged_outputs
     if not names:
         return [False] * spec.num_leaves
     paths, _ = tree_flatten_with_path(tree_unflatten(list(range(spec.num_leaves)), spec))
