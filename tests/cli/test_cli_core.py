@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +54,30 @@ def test_every_shipped_recipe_validates_offline(name, monkeypatch):
     model = recipe.tree["model"]["name_or_path"]
     assert name == "quickstart" or "/" in model, f"{name} should name the real checkpoint a user trains"
     recipe.validate()
+
+
+def _base_install_lacks() -> set[str]:
+    """Packages only an optional extra installs (``pip install tunevl`` without extras has none of them)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+
+    def name(requirement: str) -> str:
+        return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower()
+
+    core = {name(r) for r in project["dependencies"]}
+    return {name(r) for extra in project["optional-dependencies"].values() for r in extra} - core
+
+
+@pytest.mark.parametrize("name", [n for n in shipped_recipes() if "qlora" not in n])  # QLoRA names its extra
+def test_every_shipped_recipe_validates_on_a_base_install(name, monkeypatch):
+    """The README installs without extras and then validates a shipped recipe: none may need an extra."""
+    import tunevl.errors
+
+    lacks = _base_install_lacks()
+    assert {"deepspeed", "bitsandbytes"} <= lacks
+    real = tunevl.errors.missing_package
+    monkeypatch.setattr(tunevl.errors, "missing_package", lambda package: package in lacks or real(package))
+    load_recipe(name).validate()
 
 
 def test_validate_cli_ok_and_errors(tmp_path, capsys):
